@@ -1,0 +1,46 @@
+# Polos. The README's two quickstart commands are `make demo` and `make test`.
+GO      ?= go
+BIN     ?= bin
+PKGS    ?= ./...
+
+.PHONY: all build test demo bench gobench lint images-test clean help
+
+all: build
+
+## build: the polosd and polos binaries, in $(BIN)/
+build:
+	$(GO) build -o $(BIN)/ ./cmd/polosd ./cmd/polos
+
+## test: vet, the whole test suite, then the core again with the history cache off
+test:
+	$(GO) vet $(PKGS) && $(GO) test -count=1 -timeout 40m $(PKGS) && POLOS_CACHE_OFF=1 $(GO) test -count=1 -timeout 20m . ./executor/... ./client/...
+
+## demo: the offline demo end to end (scripted model, local sandbox, an approval)
+demo: build
+	BIN=$(BIN) examples/demo/demo.sh
+
+## bench: polos bench --quick (the JetStream floor and Polos, fsync on, one run)
+bench: build
+	$(BIN)/polos bench --quick
+
+## gobench: every Go benchmark of the repository
+gobench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Sandbox images (image-busybox, image-node, images) come from mk/images.mk.
+-include mk/images.mk
+
+## images-test: the docker images the tests need
+images-test:
+	@if [ -f mk/images.mk ]; then $(MAKE) --no-print-directory image-busybox; else echo "mk/images.mk not present: no test images to build"; fi
+
+clean:
+	rm -rf $(BIN)
+
+help:
+	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'

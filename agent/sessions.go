@@ -1,0 +1,69 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/llm"
+)
+
+// KVSessions keeps each session's conversation in the polos_sessions KV
+// bucket under <ns>.<agent>.<session>.
+type KVSessions struct {
+	JS        jetstream.JetStream
+	Namespace string
+}
+
+func (s KVSessions) key(agent, session string) (string, error) {
+	if err := events.ValidateID("session ID", session); err != nil {
+		return "", err
+	}
+	return s.Namespace + "." + agent + "." + session, nil
+}
+
+// Load returns the saved conversation (none for a new session).
+func (s KVSessions) Load(ctx context.Context, agent, session string) ([]llm.Message, error) {
+	k, err := s.key(agent, session)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := s.JS.KeyValue(ctx, embed.SessionsKV)
+	if err != nil {
+		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "sessions bucket unavailable")
+	}
+	e, err := kv.Get(ctx, k)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, perr.Wrap(err, events.CodeStoreIO, "", "cannot load session %s", session)
+	}
+	var msgs []llm.Message
+	if err := json.Unmarshal(e.Value(), &msgs); err != nil {
+		return nil, perr.Wrap(err, events.CodeGarbage, "delete the key with `nats kv del "+embed.SessionsKV+" "+k+"`", "session %s is unreadable", session)
+	}
+	return msgs, nil
+}
+
+// Save replaces the session's conversation.
+func (s KVSessions) Save(ctx context.Context, agent, session string, msgs []llm.Message) error {
+	k, err := s.key(agent, session)
+	if err != nil {
+		return err
+	}
+	kv, err := s.JS.KeyValue(ctx, embed.SessionsKV)
+	if err != nil {
+		return perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "sessions bucket unavailable")
+	}
+	b, _ := json.Marshal(msgs)
+	if _, err := kv.Put(ctx, k, b); err != nil {
+		return perr.Wrap(err, events.CodeStoreIO, "", "cannot save session %s (%d bytes)", session, len(b))
+	}
+	return nil
+}

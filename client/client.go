@@ -1,0 +1,538 @@
+// Package client starts, inspects, resumes, cancels and follows Polos runs
+// over NATS. It needs only a NATS connection: no executor state.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/ratelimit"
+	"github.com/polos-run/polos/replay"
+)
+
+// Error codes.
+const (
+	CodeUnreachable    perr.Code = "SERVER_UNREACHABLE"
+	CodeStepNotWaiting perr.Code = "STEP_NOT_WAITING"
+	CodeAlreadyDecided perr.Code = "ALREADY_DECIDED"
+	CodeRunFinished    perr.Code = "RUN_FINISHED"
+	CodeTimeout        perr.Code = "TIMEOUT"
+	CodeBadInput       perr.Code = "BAD_INPUT" // malformed input, resume data or event payload
+)
+
+// DefaultConnectTimeout bounds how long Connect waits for a server.
+const DefaultConnectTimeout = 3 * time.Second
+
+// Client talks to Polos through NATS.
+type Client struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store *events.Store
+	ns    string
+	owned bool
+
+	metaMu sync.Mutex
+	metas  map[string]cachedMeta
+}
+
+// Connect dials a NATS server (comma-separated URLs for a cluster).
+func Connect(url, ns string, opts ...nats.Option) (*Client, error) {
+	opts = append([]nats.Option{nats.Name("polos-client"), nats.Timeout(DefaultConnectTimeout)}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, perr.Wrap(err, CodeUnreachable,
+			"start a server with `polosd` (or `make demo`), or point --server / POLOS_NATS_URL at a running one",
+			"cannot reach the Polos NATS server at %s", url)
+	}
+	c, err := New(nc, ns)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.owned = true
+	return c, nil
+}
+
+// New wraps an existing connection.
+func New(nc *nats.Conn, ns string) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, perr.Wrap(err, CodeUnreachable, "", "JetStream unavailable")
+	}
+	st, err := events.NewStore(nc, js, ns, "client-"+nats.NewInbox()[7:15])
+	if err != nil {
+		return nil, err
+	}
+	return &Client{nc: nc, js: js, store: st, ns: st.Namespace(), metas: map[string]cachedMeta{}}, nil
+}
+
+// Close closes the connection if Connect opened it.
+func (c *Client) Close() {
+	if c.owned {
+		c.nc.Close()
+	}
+}
+
+// Conn exposes the NATS connection.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// Store exposes the event store.
+func (c *Client) Store() *events.Store { return c.store }
+
+// Namespace is the client's namespace.
+func (c *Client) Namespace() string { return c.ns }
+
+// StartOptions configure a new run.
+type StartOptions struct {
+	// Retry, when set, retries the whole run from the top after a
+	// retryable failure (a backoff between attempts; every attempt stays in
+	// the history).
+	Retry *replay.WorkflowRetry
+	// RunTimeout bounds the run's running time (time waiting for a person,
+	// a timer or an event does not count); 0 = no limit.
+	RunTimeout time.Duration
+	ID         string // caller-chosen run ID; starting the same ID twice returns the existing run
+	Queue      string // default: the workflow name
+	Session    string // conversation/session ID carried to the run
+	// ConcurrencyLimit > 0 caps how many runs of Queue (per ConcurrencyKey
+	// value) an executor advances at once, across every executor; runs
+	// beyond it wait their turn in order, holding no executor slot.
+	ConcurrencyLimit int
+	// ConcurrencyKey applies the limit per value (e.g. a customer ID).
+	ConcurrencyKey string
+}
+
+// Start creates a run of workflow with input and queues it. It returns the
+// run ID and whether this call created it (false: the ID already existed,
+// nothing was changed).
+func (c *Client) Start(ctx context.Context, workflow string, input any, o StartOptions) (string, bool, error) {
+	if err := events.ValidateID("workflow name", workflow); err != nil {
+		return "", false, err
+	}
+	id := o.ID
+	if id == "" {
+		id = NewRunID()
+	}
+	if err := events.ValidateID("run ID", id); err != nil {
+		return "", false, err
+	}
+	data, err := json.Marshal(input)
+	if err != nil {
+		return "", false, perr.Wrap(err, CodeBadInput, "pass JSON-serialisable input", "cannot encode input")
+	}
+	meta, known, err := c.lookupWorkflow(ctx, workflow)
+	if err != nil {
+		return "", false, err
+	}
+	if meta == nil && len(known) > 0 {
+		return "", false, perr.New(replay.CodeWorkflowNotFound, "pick one of: "+strings.Join(known, ", "),
+			"no executor serves an agent or workflow named %q", workflow)
+	}
+	queue := o.Queue
+	if queue == "" && meta != nil {
+		queue = meta.Queue
+	}
+	if queue == "" {
+		queue = workflow
+	}
+	if o.ConcurrencyLimit == 0 && meta != nil {
+		o.ConcurrencyLimit = meta.ConcurrencyLimit
+	}
+	if err := events.ValidateID("queue", queue); err != nil {
+		return "", false, err
+	}
+	ev := &events.Event{Type: events.RunStarted, Data: data, Attrs: map[string]string{"workflow": workflow, "queue": queue}}
+	if o.Session != "" {
+		ev.SetAttr("session", o.Session)
+	}
+	if o.Retry != nil && o.Retry.MaxAttempts > 1 {
+		for k, v := range o.Retry.Attrs() {
+			ev.SetAttr(k, v)
+		}
+	}
+	if o.RunTimeout > 0 {
+		ev.SetAttr(replay.AttrRunTimeoutMs, strconv.FormatInt(o.RunTimeout.Milliseconds(), 10))
+	}
+	if o.ConcurrencyLimit < 0 || len(o.ConcurrencyKey) > ratelimit.MaxConcurrencyKey {
+		return "", false, perr.New(ratelimit.CodeBadLimit, "pass a concurrency limit >= 0 (0: unlimited) and a key of at most 256 bytes",
+			"concurrency limit %d with a %d-byte key", o.ConcurrencyLimit, len(o.ConcurrencyKey))
+	}
+	if o.ConcurrencyLimit > 0 {
+		ev.SetAttr(executor.AttrConcurrencyLimit, strconv.Itoa(o.ConcurrencyLimit))
+		if o.ConcurrencyKey != "" {
+			ev.SetAttr(executor.AttrConcurrencyKey, o.ConcurrencyKey)
+		}
+	}
+	created := true
+	if _, err := c.store.Append(ctx, id, 0, ev); err != nil {
+		if perr.CodeOf(err) != events.CodeRunExists {
+			return "", false, err
+		}
+		created = false
+	}
+	// Queued even when the run existed: a creator that died between the
+	// append and the queueing leaves a run that this call starts. The
+	// message ID makes it a no-op otherwise.
+	if err := executor.Enqueue(ctx, c.js, c.ns, queue, id, "start", "start:"+id); err != nil {
+		return id, created, err
+	}
+	if created {
+		sum := events.Summarize([]events.Event{*ev})
+		sum.Namespace = c.ns
+		_ = executor.PutIndex(ctx, c.js, sum)
+	}
+	return id, created, nil
+}
+
+// DefaultWorkflowCacheTTL is how long a client trusts a workflow
+// advertisement it has read (the queue and limit of a workflow change only
+// when executors restart with another configuration).
+const DefaultWorkflowCacheTTL = 10 * time.Second
+
+// lookupWorkflow is executor.LookupWorkflow with a short cache of the
+// workflows found, so starting many runs costs no extra round trip each.
+// Unknown names are always checked again.
+func (c *Client) lookupWorkflow(ctx context.Context, name string) (*executor.WorkflowMeta, []string, error) {
+	c.metaMu.Lock()
+	if m, ok := c.metas[name]; ok && time.Since(m.at) < DefaultWorkflowCacheTTL {
+		c.metaMu.Unlock()
+		return m.meta, nil, nil
+	}
+	c.metaMu.Unlock()
+	meta, known, err := executor.LookupWorkflow(ctx, c.js, c.ns, name)
+	if err == nil && meta != nil {
+		c.metaMu.Lock()
+		c.metas[name] = cachedMeta{meta: meta, at: time.Now()}
+		c.metaMu.Unlock()
+	}
+	return meta, known, err
+}
+
+type cachedMeta struct {
+	meta *executor.WorkflowMeta
+	at   time.Time
+}
+
+// NewRunID returns a fresh, sortable run ID.
+func NewRunID() string {
+	return "run_" + strings.ToLower(nats.NewInbox()[7:])
+}
+
+// History returns the run's events after afterSeq.
+func (c *Client) History(ctx context.Context, id string, afterSeq uint64) ([]events.Event, error) {
+	hist, err := c.store.Load(ctx, id, afterSeq)
+	if err != nil {
+		return nil, err
+	}
+	if len(hist) == 0 && afterSeq == 0 {
+		return nil, notFound(id)
+	}
+	return hist, nil
+}
+
+func notFound(id string) error {
+	return perr.New(events.CodeRunNotFound, "list runs with `polos list`", "run %s does not exist", id)
+}
+
+// Status derives the run's summary from its history.
+func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) {
+	hist, err := c.History(ctx, id, 0)
+	if err != nil {
+		return events.Summary{}, err
+	}
+	s := events.Summarize(hist)
+	s.Namespace = c.ns
+	return s, nil
+}
+
+// Result waits until the run ends (or ctx is done) and returns its summary.
+//
+// It waits on an ordered consumer of the run's terminal subjects starting
+// after the last event it has seen, not on a core NATS subscription: a core
+// subscriber can miss an event the server routed just before the
+// subscription existed but stored just after the history was read.
+func (c *Client) Result(ctx context.Context, id string) (events.Summary, error) {
+	for {
+		s, err := c.Status(ctx, id)
+		if err != nil {
+			return s, err
+		}
+		switch s.Status {
+		case events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
+			return s, nil
+		}
+		if err := c.waitTerminal(ctx, id, s.LastSeq); err != nil {
+			if ctx.Err() != nil {
+				return s, perr.New(CodeTimeout, "wait longer (--timeout) or check `polos status "+id+"`", "run %s is still %s", id, s.Status)
+			}
+			return s, err
+		}
+	}
+}
+
+// waitTerminal returns when a terminal event of run id with a sequence
+// above after is stored.
+func (c *Client) waitTerminal(ctx context.Context, id string, after uint64) error {
+	var subjects []string
+	for _, t := range []events.Type{events.RunCompleted, events.RunFailed, events.RunCancelled} {
+		subjects = append(subjects, c.store.Subject(id, t))
+	}
+	cons, err := c.js.OrderedConsumer(ctx, embed.RunsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1})
+	if err != nil {
+		return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
+	}
+	for {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(resultRecheck))
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
+		}
+		for range batch.Messages() {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// resultRecheck bounds one wait of Result before it checks ctx again.
+const resultRecheck = 2 * time.Second
+
+// Decision is a resume of a waiting step.
+type Decision struct {
+	Data      json.RawMessage // resume data (validated against the step's form by callers that have one)
+	DecidedBy string          // who decided (recorded)
+	Validate  func(form json.RawMessage, data json.RawMessage) error
+}
+
+// Resume decides waiting step stepKey of run id. Exactly one of several
+// concurrent decisions on the same step wins; the others get
+// CodeAlreadyDecided. A step that is not waiting gives CodeStepNotWaiting.
+func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (events.Summary, error) {
+	if len(d.Data) == 0 {
+		d.Data = json.RawMessage("{}")
+	}
+	if !json.Valid(d.Data) {
+		return events.Summary{}, perr.New(CodeBadInput, "pass valid JSON with --data", "resume data is not valid JSON")
+	}
+	ev := &events.Event{Type: events.Resumed, Key: stepKey, Data: d.Data, Attrs: map[string]string{"decided_by": d.DecidedBy, "decided_at": time.Now().UTC().Format(time.RFC3339Nano)}}
+	var queue string
+	_, hist, err := c.store.AppendSignal(ctx, id, ev, func(h []events.Event) error {
+		queue = h[0].Attr("queue")
+		s := events.Summarize(h)
+		switch s.Status {
+		case events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
+			return perr.New(CodeRunFinished, "nothing to decide", "run %s is %s", id, s.Status)
+		}
+		for _, e := range h {
+			if e.Type == events.Resumed && e.Key == stepKey {
+				by := e.Attr("decided_by")
+				if by == "" {
+					by = "someone"
+				}
+				return perr.New(CodeAlreadyDecided, "nothing to do: the first decision stands",
+					"step %q of run %s was already decided by %s at %s", stepKey, id, by, e.At().Format(time.RFC3339))
+			}
+		}
+		for _, w := range s.Waiting {
+			if w.StepKey == stepKey && (w.Kind == events.WaitApproval || w.Kind == events.WaitOperator) {
+				if d.Validate != nil {
+					return d.Validate(w.Form, d.Data)
+				}
+				return nil
+			}
+		}
+		return perr.New(CodeStepNotWaiting, "see the waiting steps with `polos status "+id+"`",
+			"run %s has no step %q waiting for a decision (waiting: %s)", id, stepKey, waitingKeys(s))
+	})
+	if err != nil {
+		if perr.CodeOf(err) == events.CodeRunNotFound {
+			return events.Summary{}, notFound(id)
+		}
+		return events.Summary{}, err
+	}
+	if err := executor.Enqueue(ctx, c.js, c.ns, queue, id, "resume:"+stepKey, "resume:"+id+":"+stepKey); err != nil {
+		return events.Summary{}, err
+	}
+	return events.Summarize(hist), nil
+}
+
+func waitingKeys(s events.Summary) string {
+	if len(s.Waiting) == 0 {
+		return "none"
+	}
+	var k []string
+	for _, w := range s.Waiting {
+		k = append(k, w.StepKey+" ("+w.Kind+")")
+	}
+	return strings.Join(k, ", ")
+}
+
+// Cancel requests cancellation. A waiting run is cancelled as soon as an
+// executor sees the request; a running step sees it through its context.
+func (c *Client) Cancel(ctx context.Context, id string) error {
+	var queue string
+	_, _, err := c.store.AppendSignal(ctx, id, &events.Event{Type: events.CancelRequest}, func(h []events.Event) error {
+		queue = h[0].Attr("queue")
+		s := events.Summarize(h)
+		switch s.Status {
+		case events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
+			return perr.New(CodeRunFinished, "nothing to cancel", "run %s is already %s", id, s.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		if perr.CodeOf(err) == events.CodeRunNotFound {
+			return notFound(id)
+		}
+		return err
+	}
+	return executor.Enqueue(ctx, c.js, c.ns, queue, id, "cancel", "cancel:"+id)
+}
+
+// PublishEvent publishes data on topic and wakes the runs waiting on it.
+// Delivery rule: a run receives the first event published on the topic
+// after its WaitForEvent was registered; earlier events are not delivered.
+func (c *Client) PublishEvent(ctx context.Context, topic string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return perr.Wrap(err, CodeBadInput, "pass JSON-serialisable data", "cannot encode event")
+	}
+	for _, tok := range strings.Split(topic, ".") {
+		if err := events.ValidateID("topic token", tok); err != nil {
+			return err
+		}
+	}
+	ack, err := c.js.Publish(ctx, executor.TopicSubject(c.ns, topic), b)
+	if err != nil {
+		return perr.Wrap(err, CodeUnreachable, "", "cannot publish event on %s", topic)
+	}
+	kv, err := c.js.KeyValue(ctx, embed.WaitersKV)
+	if err != nil {
+		return perr.Wrap(err, CodeUnreachable, "", "waiters bucket unavailable")
+	}
+	lister, err := kv.ListKeysFiltered(ctx, executor.WaiterFilter(c.ns, topic))
+	if err != nil {
+		return nil
+	}
+	for k := range lister.Keys() {
+		runID := executor.RunIDFromWaiterKey(k)
+		entry, err := kv.Get(ctx, k)
+		var q struct{ Queue string }
+		if err == nil {
+			_ = json.Unmarshal(entry.Value(), &q)
+		}
+		_ = executor.Enqueue(ctx, c.js, c.ns, q.Queue, runID, "event:"+topic, "event:"+runID+":"+itoa(ack.Sequence))
+	}
+	return nil
+}
+
+func itoa(u uint64) string { b, _ := json.Marshal(u); return string(b) }
+
+// ListFilter selects runs from the index.
+type ListFilter struct {
+	Status string
+	Agent  string
+	Limit  int
+}
+
+// List reads the derived run index, newest first.
+func (c *Client) List(ctx context.Context, f ListFilter) ([]events.Summary, error) {
+	kv, err := c.js.KeyValue(ctx, embed.RunsKV)
+	if err != nil {
+		return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run index unavailable")
+	}
+	lister, err := kv.ListKeysFiltered(ctx, c.ns+".*")
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []events.Summary
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var s events.Summary
+		if json.Unmarshal(e.Value(), &s) != nil {
+			continue
+		}
+		if (f.Status == "" || s.Status == f.Status) && (f.Agent == "" || s.Agent == f.Agent) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}
+
+// Follow delivers the run's events with a sequence above fromSeq, in order,
+// with no gap and no duplicate, and keeps following new ones until ctx is
+// done or fn returns an error (io.EOF-like sentinel to stop). runID "" follows every run
+// of the namespace.
+func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn func(events.Event) error) error {
+	filter := "polos." + c.ns + ".run.>"
+	if runID != "" {
+		filter = c.store.RunFilter(runID)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
+	if fromSeq > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = fromSeq + 1
+	}
+	cons, err := c.js.OrderedConsumer(ctx, embed.RunsStream, cfg)
+	if err != nil {
+		return perr.Wrap(err, CodeUnreachable, "", "cannot follow run events")
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return perr.Wrap(err, CodeUnreachable, "", "cannot follow run events")
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		md, _ := m.Metadata()
+		ev, err := events.Decode(m.Data())
+		if err != nil {
+			continue
+		}
+		ev.Seq = md.Sequence.Stream
+		if err := fn(ev); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// ErrStop ends Follow without an error.
+var ErrStop = errors.New("stop following")

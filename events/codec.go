@@ -1,0 +1,91 @@
+package events
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/polos-run/polos/internal/perr"
+)
+
+// Wire format: magic byte 'P', format version byte, msgpack body.
+const (
+	wireMagic     byte  = 'P'
+	FormatVersion uint8 = 1
+)
+
+// Decode error codes.
+const (
+	CodeGarbage        perr.Code = "EVENT_GARBAGE"         // not a Polos event
+	CodeTruncated      perr.Code = "EVENT_TRUNCATED"       // cut short
+	CodeUnknownVersion perr.Code = "EVENT_UNKNOWN_VERSION" // written by a newer Polos
+	CodeInvalid        perr.Code = "EVENT_INVALID"         // decodes, but a required field is missing
+)
+
+// Encode returns the wire bytes of e and sets e.Digest.
+func Encode(e *Event) ([]byte, error) {
+	if e.V == 0 {
+		e.V = FormatVersion
+	}
+	var buf bytes.Buffer
+	buf.Grow(64 + len(e.Data))
+	buf.WriteByte(wireMagic)
+	buf.WriteByte(e.V)
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true) // deterministic bytes for the same event
+	if err := enc.Encode(e); err != nil {
+		return nil, perr.Wrap(err, CodeInvalid, "", "cannot encode %s event", e.Type)
+	}
+	b := buf.Bytes()
+	e.Digest = Digest(b)
+	return b, nil
+}
+
+// Digest is the hex sha256 of wire bytes.
+func Digest(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:16])
+}
+
+// Decode parses wire bytes. It never panics: garbage, a truncated message
+// or an unknown format version give a coded error saying what was found.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if len(b) < 2 {
+		return e, perr.New(CodeTruncated, "the message was cut short; check the stream for corruption",
+			"event is %d bytes, expected at least 2 (magic and version)", len(b))
+	}
+	if b[0] != wireMagic {
+		return e, perr.New(CodeGarbage, "only Polos should publish on polos.<ns>.run.> subjects",
+			"event starts with byte 0x%02x, expected 0x%02x ('P'): not a Polos event", b[0], wireMagic)
+	}
+	if b[1] == 0 || b[1] > FormatVersion {
+		return e, perr.New(CodeUnknownVersion, "upgrade this Polos binary to read histories written by a newer one",
+			"event format version %d, this binary reads versions 1..%d", b[1], FormatVersion)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(b[2:]))
+	dec.DisallowUnknownFields(false)
+	if err := dec.Decode(&e); err != nil {
+		code := CodeGarbage
+		if isEOF(err) {
+			code = CodeTruncated
+		}
+		return Event{}, perr.Wrap(err, code, "the message was not written by Polos or was cut short", "cannot decode event body")
+	}
+	if e.V != b[1] {
+		return Event{}, perr.New(CodeInvalid, "", "event body says version %d, header says %d", e.V, b[1])
+	}
+	if e.Type == "" || e.RunID == "" {
+		return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
+			"event has no type or run ID (type %q, run %q)", e.Type, e.RunID)
+	}
+	e.Digest = Digest(b)
+	return e, nil
+}
+
+func isEOF(err error) bool {
+	s := err.Error()
+	return bytes.Contains([]byte(s), []byte("EOF"))
+}

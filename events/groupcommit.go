@@ -1,0 +1,192 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/polos-run/polos/internal/perr"
+)
+
+// Group commit defaults.
+const (
+	// DefaultMaxGroup bounds one atomic batch (the server allows 1,000).
+	DefaultMaxGroup = 256
+	// groupCommitTimeout bounds the wait for a batch's commit ack; past it
+	// every append of the batch falls back to the single path, which
+	// re-reads the slot (so a batch that did land is not written twice).
+	groupCommitTimeout = 5 * time.Second
+	// groupInflight is how many batches may be stored at once.
+	groupInflight = 4
+)
+
+// Header names of expected-last-subject-sequence CAS and atomic batches.
+const (
+	hdrExpectLastSubjSeq     = "Nats-Expected-Last-Subject-Sequence"
+	hdrExpectLastSubjSeqSubj = "Nats-Expected-Last-Subject-Sequence-Subject"
+	hdrBatchID               = "Nats-Batch-Id"
+	hdrBatchSeq              = "Nats-Batch-Sequence"
+	hdrBatchCommit           = "Nats-Batch-Commit"
+)
+
+type groupItem struct {
+	ctx      context.Context
+	runID    string
+	expected uint64
+	ev       *Event
+	data     []byte
+	done     chan groupResult
+}
+
+type groupResult struct {
+	seq uint64
+	err error
+}
+
+// committer gathers appends that arrive while a batch is being stored and
+// stores them as the next atomic batch: one fsync for all of them, each
+// message keeping its own per-run compare-and-swap. With fsync on every
+// write, one stream stores about one fsync at a time; this is what turns
+// concurrent runs into throughput (docs/adr/0004-group-commit.md).
+type committer struct {
+	s        *Store
+	ch       chan *groupItem
+	inflight chan struct{}
+
+	batches, grouped, fallbacks atomic.Int64
+}
+
+// GroupStats reports group commit activity: atomic batches stored, appends
+// they carried, and batches that fell back to single appends.
+type GroupStats struct {
+	Batches, Grouped, Fallbacks int64
+}
+
+// GroupStats returns the store's group commit counters (zero when off).
+func (s *Store) GroupStats() GroupStats {
+	if s.group == nil {
+		return GroupStats{}
+	}
+	return GroupStats{s.group.batches.Load(), s.group.grouped.Load(), s.group.fallbacks.Load()}
+}
+
+// EnableGroupCommit turns on group commit for this store's appends. It is
+// safe only on a stream with AllowAtomicPublish (POLOS_RUNS has it).
+func (s *Store) EnableGroupCommit() {
+	if s.group != nil {
+		return
+	}
+	c := &committer{s: s, ch: make(chan *groupItem, DefaultMaxGroup*4), inflight: make(chan struct{}, groupInflight)}
+	s.group = c
+	go c.loop()
+}
+
+func (c *committer) submit(ctx context.Context, runID string, expected uint64, ev *Event, data []byte) (uint64, error) {
+	it := &groupItem{ctx: ctx, runID: runID, expected: expected, ev: ev, data: data, done: make(chan groupResult, 1)}
+	select {
+	case c.ch <- it:
+	case <-ctx.Done():
+		return 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "append to run %s cancelled", runID)
+	}
+	r := <-it.done
+	return r.seq, r.err
+}
+
+func (c *committer) loop() {
+	for first := range c.ch {
+		batch := []*groupItem{first}
+	drain:
+		for len(batch) < DefaultMaxGroup {
+			select {
+			case it := <-c.ch:
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		c.inflight <- struct{}{}
+		go func(batch []*groupItem) {
+			defer func() { <-c.inflight }()
+			if len(batch) == 1 {
+				it := batch[0]
+				seq, err := c.s.appendSingle(it.ctx, it.runID, it.expected, it.ev, it.data)
+				it.done <- groupResult{seq, err}
+				return
+			}
+			c.storeBatch(batch)
+		}(batch)
+	}
+}
+
+// storeBatch publishes the batch atomically. On any failure (one CAS
+// failed, lost ack, server error) every item retries on the single path in
+// parallel, which classifies conflicts and detects writes that did land.
+func (c *committer) storeBatch(batch []*groupItem) {
+	id := nuid.Next()
+	n := len(batch)
+	var ackSeq uint64
+	err := func() error {
+		for i, it := range batch {
+			m := &nats.Msg{Subject: c.s.Subject(it.runID, it.ev.Type), Data: it.data, Header: nats.Header{}}
+			m.Header.Set(hdrExpectLastSubjSeq, strconv.FormatUint(it.expected, 10))
+			m.Header.Set(hdrExpectLastSubjSeqSubj, c.s.RunFilter(it.runID))
+			m.Header.Set(hdrBatchID, id)
+			m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+			if i < n-1 {
+				if err := c.s.nc.PublishMsg(m); err != nil {
+					return err
+				}
+				continue
+			}
+			m.Header.Set(hdrBatchCommit, "1")
+			resp, err := c.s.nc.RequestMsg(m, groupCommitTimeout)
+			if err != nil {
+				return err
+			}
+			if c.s.dropAck != nil && c.s.dropAck() {
+				return nats.ErrTimeout
+			}
+			var ack struct {
+				Seq   uint64 `json:"seq"`
+				Count int    `json:"count"`
+				Error *struct {
+					Code    int    `json:"err_code"`
+					Message string `json:"description"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(resp.Data, &ack); err != nil {
+				return err
+			}
+			if ack.Error != nil {
+				return perr.New(CodeConflict, "", "batch rejected: %d %s", ack.Error.Code, ack.Error.Message)
+			}
+			if ack.Count != n {
+				return perr.New(CodeStoreIO, "", "batch stored %d of %d messages", ack.Count, n)
+			}
+			ackSeq = ack.Seq
+		}
+		return nil
+	}()
+	if err == nil {
+		c.batches.Add(1)
+		c.grouped.Add(int64(n))
+		for i, it := range batch {
+			seq := ackSeq - uint64(n-1-i)
+			it.ev.Seq = seq
+			it.done <- groupResult{seq: seq}
+		}
+		return
+	}
+	c.fallbacks.Add(1)
+	for _, it := range batch {
+		go func(it *groupItem) {
+			seq, err := c.s.appendSingle(it.ctx, it.runID, it.expected, it.ev, it.data)
+			it.done <- groupResult{seq, err}
+		}(it)
+	}
+}

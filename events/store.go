@@ -1,0 +1,513 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/internal/perr"
+)
+
+// Store defaults.
+const (
+	// DefaultBlobThreshold: event payloads larger than this go to the object
+	// store under their sha256, and the event carries the reference.
+	DefaultBlobThreshold = 64 << 10
+	// DefaultReadBatch is how many events Load reads with one batched
+	// direct get before switching to an ordered consumer.
+	DefaultReadBatch = 256
+	// DefaultAppendRetries bounds re-sends of an append whose ack was lost.
+	DefaultAppendRetries = 5
+	// DefaultNamespace is used when none is given.
+	DefaultNamespace = "default"
+)
+
+// Store error codes.
+const (
+	CodeConflict       perr.Code = "APPEND_CONFLICT"   // generic CAS conflict (see ConflictError)
+	CodeLostOwnership  perr.Code = "LOST_OWNERSHIP"    // another executor appended to this run
+	CodeSignalArrived  perr.Code = "SIGNAL_ARRIVED"    // a client/other run appended first; reload and retry
+	CodeNonDeterminism perr.Code = "NONDETERMINISM"    // a different event sits at our position
+	CodeRunExists      perr.Code = "RUN_EXISTS"        // create of an ID that already has history
+	CodeRunNotFound    perr.Code = "RUN_NOT_FOUND"     // no history for the run ID
+	CodeBadID          perr.Code = "BAD_ID"            // run ID or namespace not a valid subject token
+	CodeStoreIO        perr.Code = "STORE_UNAVAILABLE" // the server did not answer
+	CodePayloadTooBig  perr.Code = "PAYLOAD_TOO_LARGE" // over the object-store limit
+	CodeBlobMissing    perr.Code = "BLOB_MISSING"      // an event references a blob that is gone
+)
+
+// JetStream API error codes for a failed expected-last-sequence check:
+// 10071 on a single server, 10164 on replicated streams.
+const (
+	jsErrWrongLastSeq    = 10071
+	jsErrWrongLastSeqAlt = 10164
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// IsCASConflict reports whether err is a failed compare-and-swap: a stream
+// append whose expected last sequence was wrong (10071; 10164 on
+// replicated streams), or a KV Create/Update that lost its race.
+func IsCASConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jsErrWrongLastSeq || apiErr.ErrorCode == jsErrWrongLastSeqAlt)
+}
+
+// ValidateID checks that s can be used as a run ID or namespace: it becomes a
+// NATS subject token.
+func ValidateID(kind, s string) error {
+	if !idPattern.MatchString(s) {
+		return perr.New(CodeBadID, "use 1-128 characters from A-Z a-z 0-9 _ -",
+			"%s %q is not valid", kind, s)
+	}
+	return nil
+}
+
+// ConflictError describes an append that lost its compare-and-swap.
+type ConflictError struct {
+	Code     perr.Code
+	Expected uint64 // the sequence we expected to be last
+	Found    *Event // the event that sits right after Expected (nil if unknown)
+}
+
+func (c *ConflictError) Error() string {
+	found := "nothing"
+	if c.Found != nil {
+		found = fmt.Sprintf("%s (pos %d, name %q, writer %s) at seq %d", c.Found.Type, c.Found.Pos, c.Found.Name, c.Found.Writer, c.Found.Seq)
+	}
+	fix := ""
+	switch c.Code {
+	case CodeLostOwnership:
+		fix = "none needed: another executor owns the run now; this one stops"
+	case CodeSignalArrived:
+		fix = "none needed: reload the history and append again"
+	}
+	return perr.New(c.Code, fix, "append expected last sequence %d, found %s", c.Expected, found).Error()
+}
+
+// Is lets perr.CodeOf-style checks work through errors.As on *perr.Error.
+func (c *ConflictError) As(target any) bool {
+	if p, ok := target.(**perr.Error); ok {
+		*p = &perr.Error{Code: c.Code, Msg: c.Error()}
+		return true
+	}
+	return false
+}
+
+// Store reads and appends run histories in one namespace.
+type Store struct {
+	nc            *nats.Conn
+	js            jetstream.JetStream
+	ns            string
+	writer        string
+	blobs         jetstream.ObjectStore
+	BlobThreshold int
+	// beforeAck, when set, is called after a successful store and may drop
+	// the ack (tests inject lost acks with it).
+	dropAck func() bool
+	group   *committer
+}
+
+// NewStore returns a store for namespace ns. writer identifies this
+// process/executor in the events it writes.
+func NewStore(nc *nats.Conn, js jetstream.JetStream, ns, writer string) (*Store, error) {
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if err := ValidateID("namespace", ns); err != nil {
+		return nil, err
+	}
+	return &Store{nc: nc, js: js, ns: ns, writer: writer, BlobThreshold: DefaultBlobThreshold}, nil
+}
+
+// Namespace is the store's namespace.
+func (s *Store) Namespace() string { return s.ns }
+
+// Writer is the identity written into events.
+func (s *Store) Writer() string { return s.writer }
+
+// JS exposes the JetStream context.
+func (s *Store) JS() jetstream.JetStream { return s.js }
+
+// Conn exposes the NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// WithWriter returns a copy of the store writing as w.
+func (s *Store) WithWriter(w string) *Store {
+	c := *s
+	c.writer = w
+	return &c
+}
+
+// DropAcks makes the store behave as if the ack of an append got lost after
+// the server stored it, whenever fn returns true (fault injection).
+func (s *Store) DropAcks(fn func() bool) { s.dropAck = fn }
+
+// RunFilter is the wildcard covering every event subject of a run.
+func (s *Store) RunFilter(runID string) string { return "polos." + s.ns + ".run." + runID + ".>" }
+
+// Subject is the subject of one event.
+func (s *Store) Subject(runID string, t Type) string {
+	return "polos." + s.ns + ".run." + runID + "." + string(t)
+}
+
+// Append appends ev to the run's history if the run's last sequence is
+// still expectedSeq (0 = the run has no history yet: this creates it).
+// It returns the new sequence.
+//
+// Under failure: if the ack is lost (timeout) it re-reads the slot; if our
+// bytes are there the append succeeded (no duplicate is written). A
+// conflict returns *ConflictError whose Code says what happened:
+// CodeRunExists (creating an existing run), CodeSignalArrived,
+// CodeLostOwnership or CodeNonDeterminism. Payloads over BlobThreshold are
+// stored in the object store first.
+func (s *Store) Append(ctx context.Context, runID string, expectedSeq uint64, ev *Event) (uint64, error) {
+	if err := ValidateID("run ID", runID); err != nil {
+		return 0, err
+	}
+	ev.RunID = runID
+	if ev.Time == 0 {
+		ev.Time = time.Now().UnixNano()
+	}
+	if ev.Writer == "" {
+		ev.Writer = s.writer
+	}
+	if err := s.offload(ctx, ev); err != nil {
+		return 0, err
+	}
+	data, err := Encode(ev)
+	if err != nil {
+		return 0, err
+	}
+	if s.group != nil {
+		return s.group.submit(ctx, runID, expectedSeq, ev, data)
+	}
+	return s.appendSingle(ctx, runID, expectedSeq, ev, data)
+}
+
+// appendSingle publishes one encoded event with compare-and-swap, resolving
+// lost acks and classifying conflicts (see Append).
+func (s *Store) appendSingle(ctx context.Context, runID string, expectedSeq uint64, ev *Event, data []byte) (uint64, error) {
+	msg := &nats.Msg{Subject: s.Subject(runID, ev.Type), Data: data, Header: nats.Header{}}
+	var lastErr error
+	for attempt := 0; attempt < DefaultAppendRetries; attempt++ {
+		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(expectedSeq, s.RunFilter(runID)))
+		if err == nil && s.dropAck != nil && s.dropAck() {
+			err = nats.ErrTimeout // stored, but we act as if the ack never came
+		}
+		if err == nil {
+			ev.Seq = ack.Sequence
+			return ack.Sequence, nil
+		}
+		if IsCASConflict(err) {
+			return s.resolveConflict(ctx, runID, expectedSeq, ev)
+		}
+		if ctx.Err() != nil {
+			return 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "append to run %s cancelled", runID)
+		}
+		// Lost ack or transport error: the write may or may not have landed.
+		lastErr = err
+		found, rerr := s.eventAfter(ctx, runID, expectedSeq)
+		if rerr == nil && found != nil {
+			if found.Digest == ev.Digest {
+				ev.Seq = found.Seq
+				return found.Seq, nil
+			}
+			return s.classify(runID, expectedSeq, ev, found)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "append to run %s cancelled", runID)
+		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+		}
+	}
+	return 0, perr.Wrap(lastErr, CodeStoreIO, "check that the NATS server is up (polosd running?)", "append to run %s failed after %d attempts", runID, DefaultAppendRetries)
+}
+
+func (s *Store) resolveConflict(ctx context.Context, runID string, expectedSeq uint64, ev *Event) (uint64, error) {
+	found, err := s.eventAfter(ctx, runID, expectedSeq)
+	if err != nil {
+		return 0, err
+	}
+	if found == nil {
+		// The run's last sequence is below expectedSeq: the caller's view is
+		// ahead of the stream (history truncated?).
+		return 0, &ConflictError{Code: CodeConflict, Expected: expectedSeq}
+	}
+	if found.Digest == ev.Digest {
+		// Our own write whose ack was lost earlier.
+		ev.Seq = found.Seq
+		return found.Seq, nil
+	}
+	return s.classify(runID, expectedSeq, ev, found)
+}
+
+func (s *Store) classify(runID string, expectedSeq uint64, ev, found *Event) (uint64, error) {
+	code := CodeLostOwnership
+	switch {
+	case expectedSeq == 0 && ev.Type == RunStarted:
+		code = CodeRunExists
+	case found.Type.IsSignal():
+		code = CodeSignalArrived
+	case found.Writer == ev.Writer && found.Pos == ev.Pos && (found.Name != ev.Name || found.Type != ev.Type):
+		code = CodeNonDeterminism
+	}
+	return 0, &ConflictError{Code: code, Expected: expectedSeq, Found: found}
+}
+
+// eventAfter returns the first event of the run with a sequence above seq,
+// or nil when there is none.
+func (s *Store) eventAfter(ctx context.Context, runID string, seq uint64) (*Event, error) {
+	evs, _, err := s.readBatch(ctx, runID, seq+1, 1)
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	return &evs[0], nil
+}
+
+// Load returns the run's events with a sequence above afterSeq, in order,
+// and loads referenced blobs.
+//
+// It reads the first DefaultReadBatch events with one batched direct get
+// (one round trip, no consumer to create: best for the usual short
+// history or a cached run's few new events) and the rest, if any, through
+// an ordered consumer, which measured about 3x faster per event on long
+// histories (docs/adr/0002-reading-histories.md).
+func (s *Store) Load(ctx context.Context, runID string, afterSeq uint64) ([]Event, error) {
+	if err := ValidateID("run ID", runID); err != nil {
+		return nil, err
+	}
+	out, pending, err := s.readBatch(ctx, runID, afterSeq+1, DefaultReadBatch)
+	if err != nil {
+		return nil, err
+	}
+	if pending > 0 && len(out) > 0 {
+		rest, err := s.LoadOrdered(ctx, runID, out[len(out)-1].Seq)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rest...)
+	}
+	for i := range out {
+		if err := s.inflate(ctx, &out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// directGetRequest is the JetStream direct-get API request body.
+type directGetRequest struct {
+	Seq        uint64 `json:"seq,omitempty"`
+	NextBySubj string `json:"next_by_subj,omitempty"`
+	Batch      int    `json:"batch,omitempty"`
+}
+
+// readBatch does one batched direct get: up to n events of the run starting
+// at sequence from. pending is how many matching messages remain after it.
+func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int) ([]Event, uint64, error) {
+	req, _ := json.Marshal(directGetRequest{Seq: from, NextBySubj: s.RunFilter(runID), Batch: n})
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
+	}
+	defer sub.Unsubscribe()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+embed.RunsStream, inbox, req); err != nil {
+		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	var out []Event
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return nil, 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?)", "reading run %s timed out", runID)
+		}
+		status := m.Header.Get("Status")
+		switch status {
+		case "":
+		case "204": // end of batch
+			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return out, pending, nil
+		case "404":
+			return out, 0, nil
+		default:
+			return nil, 0, perr.New(CodeStoreIO, "check the server logs", "direct get of run %s answered status %s %s", runID, status, m.Header.Get("Description"))
+		}
+		seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		ev, err := Decode(m.Data)
+		if err != nil {
+			return nil, 0, perr.Wrap(err, perr.CodeOf(err), "inspect it with `polos history "+runID+"`", "event at seq %d of run %s is unreadable", seq, runID)
+		}
+		ev.Seq = seq
+		out = append(out, ev)
+		if n == 1 && m.Header.Get("Nats-Num-Pending") == "" {
+			return out, 0, nil
+		}
+	}
+}
+
+// LoadOrdered reads the run's events after afterSeq through an ordered
+// consumer (no blob loading). Load uses it for long histories.
+func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) ([]Event, error) {
+	c, err := s.js.OrderedConsumer(ctx, embed.RunsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.RunFilter(runID)},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    afterSeq + 1,
+	})
+	if err != nil {
+		return nil, perr.Wrap(err, CodeStoreIO, "", "cannot read run %s", runID)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, perr.Wrap(err, CodeStoreIO, "", "cannot read run %s", runID)
+	}
+	total := int(info.NumPending)
+	out := make([]Event, 0, total)
+	for len(out) < total {
+		batch, err := c.FetchNoWait(total - len(out))
+		if err != nil {
+			return nil, perr.Wrap(err, CodeStoreIO, "", "cannot read run %s", runID)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			md, _ := m.Metadata()
+			ev, err := Decode(m.Data())
+			if err != nil {
+				return nil, err
+			}
+			ev.Seq = md.Sequence.Stream
+			out = append(out, ev)
+			got++
+		}
+		if got == 0 {
+			b2, err := c.Fetch(total-len(out), jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				return nil, err
+			}
+			for m := range b2.Messages() {
+				md, _ := m.Metadata()
+				ev, err := Decode(m.Data())
+				if err != nil {
+					return nil, err
+				}
+				ev.Seq = md.Sequence.Stream
+				out = append(out, ev)
+			}
+		}
+	}
+	return out, nil
+}
+
+// LastSeq returns the sequence of the run's last event, 0 if none.
+func (s *Store) LastSeq(ctx context.Context, runID string) (uint64, error) {
+	evs, err := s.Load(ctx, runID, 0)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	return evs[len(evs)-1].Seq, nil
+}
+
+// AppendSignal appends an event from outside the run's executor (a
+// decision, a cancel request, a child's result). It reads the history,
+// calls check (which may refuse with an error, e.g. "step not waiting"),
+// and appends with compare-and-swap, repeating on conflict, so two racing
+// signals are ordered and check sees the winner's event.
+func (s *Store) AppendSignal(ctx context.Context, runID string, ev *Event, check func(history []Event) error) (uint64, []Event, error) {
+	for attempt := 0; ; attempt++ {
+		hist, err := s.Load(ctx, runID, 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(hist) == 0 {
+			return 0, nil, perr.New(CodeRunNotFound, "check the run ID with `polos list`", "run %s does not exist", runID)
+		}
+		if check != nil {
+			if err := check(hist); err != nil {
+				return 0, hist, err
+			}
+		}
+		e := *ev
+		seq, err := s.Append(ctx, runID, hist[len(hist)-1].Seq, &e)
+		if err == nil {
+			return seq, append(hist, e), nil
+		}
+		var c *ConflictError
+		if !errors.As(err, &c) || attempt > 50 {
+			return 0, hist, err
+		}
+	}
+}
+
+func (s *Store) blobStore(ctx context.Context) (jetstream.ObjectStore, error) {
+	if s.blobs != nil {
+		return s.blobs, nil
+	}
+	obs, err := s.js.ObjectStore(ctx, embed.BlobStore)
+	if err != nil {
+		return nil, perr.Wrap(err, CodeStoreIO, "run polosd once to provision the server", "object store %s unavailable", embed.BlobStore)
+	}
+	s.blobs = obs
+	return obs, nil
+}
+
+// offload moves a large Data payload into the object store.
+func (s *Store) offload(ctx context.Context, ev *Event) error {
+	if len(ev.Data) <= s.BlobThreshold || ev.Blob != "" {
+		return nil
+	}
+	obs, err := s.blobStore(ctx)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(ev.Data)
+	name := hex.EncodeToString(sum[:])
+	if _, err := obs.GetInfo(ctx, name); err != nil {
+		if _, err := obs.PutBytes(ctx, name, ev.Data); err != nil {
+			return perr.Wrap(err, CodePayloadTooBig, "keep step results and inputs under the server's store limits",
+				"cannot store a %d-byte payload in the object store", len(ev.Data))
+		}
+	}
+	ev.Blob = name
+	ev.Data = nil
+	return nil
+}
+
+// inflate loads a referenced blob into Data and checks its sha256.
+func (s *Store) inflate(ctx context.Context, ev *Event) error {
+	if ev.Blob == "" || ev.Data != nil {
+		return nil
+	}
+	obs, err := s.blobStore(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := obs.GetBytes(ctx, ev.Blob)
+	if err != nil {
+		return perr.Wrap(err, CodeBlobMissing, "restore the object store "+embed.BlobStore+" from backup",
+			"event seq %d of run %s references blob %s", ev.Seq, ev.RunID, ev.Blob)
+	}
+	sum := sha256.Sum256(b)
+	if !bytes.Equal([]byte(hex.EncodeToString(sum[:])), []byte(ev.Blob)) {
+		return perr.New(CodeBlobMissing, "restore the object store from backup", "blob %s content does not match its name", ev.Blob)
+	}
+	ev.Data = b
+	return nil
+}

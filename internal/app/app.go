@@ -1,0 +1,418 @@
+// Package app wires polosd: NATS (embedded or an existing server or
+// cluster), stream provisioning, executors, a sandbox host and the HTTP API,
+// according to a role, and shuts them down in order on SIGTERM.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/config"
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/httpapi"
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/sandbox"
+	"github.com/polos-run/polos/sandbox/dispatch"
+	"github.com/polos-run/polos/sandbox/docker"
+	"github.com/polos-run/polos/sandbox/e2b"
+	"github.com/polos-run/polos/sandbox/local"
+)
+
+// Roles a polosd process can take.
+const (
+	RoleAll      = "all"      // NATS (embedded unless --nats-url), executors, sandbox host, HTTP
+	RoleServer   = "server"   // NATS (embedded unless --nats-url) and HTTP only
+	RoleExecutor = "executor" // executors only, against --nats-url
+	RoleSandbox  = "sandbox"  // a sandbox host only, against --nats-url
+)
+
+// Roles lists the valid roles.
+var Roles = []string{RoleAll, RoleServer, RoleExecutor, RoleSandbox}
+
+// Defaults.
+const (
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultReplicas        = 1
+	httpReadHeaderTimeout  = 10 * time.Second
+)
+
+// Error codes.
+const (
+	CodeUsage   perr.Code = "USAGE"
+	CodeStartup perr.Code = "STARTUP"
+)
+
+// Options configure a daemon. Zero values take the config file's server
+// section, then the defaults.
+type Options struct {
+	Config    *config.Config
+	Role      string
+	Namespace string
+	// NATSURL, when set, uses that server or cluster (comma-separated URLs)
+	// instead of starting the embedded one.
+	NATSURL     string
+	NATSOptions []nats.Option // credentials etc. for NATSURL
+	DataDir     string
+	Listen      string
+	HTTP        string // "" or "off": no HTTP API
+	Executors   int
+	APIKey      string
+	Replicas    int
+	ReadyFile   string // written (JSON Ready) once everything serves
+	NoSync      bool   // benchmarks only: no fsync per write
+	// ShutdownTimeout bounds how long in-flight steps get to finish on
+	// SIGTERM; past it their tasks are handed back (redelivered).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	Out             io.Writer // startup lines; default os.Stdout
+	// Mount lets other packages add HTTP handlers (e.g. the approval UI).
+	Mount func(m Mounter, deps Deps)
+}
+
+// Mounter is what Options.Mount receives.
+type Mounter interface {
+	Mount(pattern string, h http.Handler)
+}
+
+// Ready is the content of the ready file.
+type Ready struct {
+	PID       int      `json:"pid"`
+	Role      string   `json:"role"`
+	NATSURL   string   `json:"nats_url"`
+	HTTPURL   string   `json:"http_url,omitempty"`
+	DataDir   string   `json:"data_dir,omitempty"`
+	Namespace string   `json:"namespace"`
+	Executors int      `json:"executors"`
+	Providers []string `json:"sandbox_providers,omitempty"`
+	Workflows []string `json:"workflows,omitempty"`
+}
+
+// Resolve fills o from the config file and defaults, and checks it.
+func (o *Options) Resolve() error {
+	if o.Config == nil {
+		o.Config = config.Default()
+	}
+	c := o.Config
+	pick := func(dst *string, vals ...string) {
+		for _, v := range vals {
+			if *dst == "" {
+				*dst = v
+			}
+		}
+	}
+	pick(&o.Role, RoleAll)
+	pick(&o.Namespace, c.Namespace, config.DefaultNamespace)
+	pick(&o.NATSURL, c.Server.NATSURL)
+	pick(&o.DataDir, c.Server.DataDir, config.DefaultDataDir)
+	pick(&o.Listen, c.Server.Listen, config.DefaultListen)
+	pick(&o.HTTP, c.Server.HTTP, config.DefaultHTTP)
+	if o.Executors == 0 {
+		o.Executors = c.Server.Executors
+	}
+	if o.Executors <= 0 {
+		o.Executors = config.DefaultExecutors
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = DefaultReplicas
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	o.DataDir = config.ExpandHome(o.DataDir)
+	valid := false
+	for _, r := range Roles {
+		valid = valid || r == o.Role
+	}
+	if !valid {
+		return perr.New(CodeUsage, "use --role "+strings.Join(Roles, "|"), "unknown role %q", o.Role)
+	}
+	if (o.Role == RoleExecutor || o.Role == RoleSandbox) && o.NATSURL == "" {
+		// Join the local single-node server by default.
+		o.NATSURL = "nats://" + o.Listen
+	}
+	if o.HTTP == "off" {
+		o.HTTP = ""
+	}
+	return nil
+}
+
+// Daemon is a running polosd.
+type Daemon struct {
+	approvalsStop context.CancelFunc
+	o             Options
+	srv           *embed.Server
+	nc            *nats.Conn
+	js            jetstream.JetStream
+	host          *dispatch.Host
+	http          *http.Server
+	ready         Ready
+	execStop      context.CancelFunc
+	execWG        sync.WaitGroup
+}
+
+// Start brings every component of the role up and writes the ready file.
+// On error, whatever was started is stopped again.
+func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
+	if err := o.Resolve(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{o: o, ready: Ready{PID: os.Getpid(), Role: o.Role, Namespace: o.Namespace}}
+	defer func() {
+		if err != nil {
+			d.Stop()
+		}
+	}()
+	log := o.Logger
+	if err := d.connect(); err != nil {
+		return nil, err
+	}
+	if o.Role == RoleAll || o.Role == RoleServer || o.NATSURL != "" {
+		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := embed.Provision(pctx, d.js, o.Namespace, o.Replicas)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+	deps, err := NewDeps(d.nc, d.js, o.Namespace, filepath.Join(o.DataDir, "workspaces"), log)
+	if err != nil {
+		return nil, err
+	}
+	reg, metas, err := Registry(o.Config, deps)
+	if err != nil {
+		return nil, err
+	}
+	d.ready.Workflows = reg.Names()
+
+	if o.Role == RoleAll || o.Role == RoleSandbox {
+		providers := SandboxProviders(o.Config, log)
+		d.host, err = dispatch.NewHost(d.nc, o.Namespace, providers...)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range providers {
+			d.ready.Providers = append(d.ready.Providers, p.Name())
+		}
+		fmt.Fprintf(o.Out, "polosd: sandbox host serving %s\n", strings.Join(d.ready.Providers, ", "))
+	}
+	if o.Role == RoleAll || o.Role == RoleExecutor {
+		ectx, cancel := context.WithCancel(context.Background())
+		d.execStop = cancel
+		host, _ := os.Hostname()
+		for i := 0; i < o.Executors; i++ {
+			ex, err := executor.New(d.nc, d.js, reg, executor.Options{Namespace: o.Namespace, Logger: log,
+				ID: fmt.Sprintf("exec-%s-%d-%d", host, os.Getpid(), i)})
+			if err != nil {
+				return nil, err
+			}
+			d.execWG.Add(1)
+			go func() {
+				defer d.execWG.Done()
+				if err := ex.Run(ectx); err != nil {
+					log.Error("executor stopped", "err", err)
+				}
+			}()
+		}
+		actx, cancel2 := context.WithTimeout(ctx, 10*time.Second)
+		err := executor.Advertise(actx, d.js, o.Namespace, metas)
+		cancel2()
+		if err != nil {
+			return nil, err
+		}
+		d.ready.Executors = o.Executors
+		fmt.Fprintf(o.Out, "polosd: %d executors (namespace %s, workflows: %s)\n", o.Executors, o.Namespace, strings.Join(d.ready.Workflows, ", "))
+	}
+	if (o.Role == RoleAll || o.Role == RoleServer) && o.HTTP != "" {
+		if err := d.startHTTP(reg, deps); err != nil {
+			return nil, err
+		}
+	}
+	if o.ReadyFile != "" {
+		if err := writeReady(o.ReadyFile, d.ready); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(o.Out, "polosd: ready (role %s, pid %d)\n", o.Role, os.Getpid())
+	return d, nil
+}
+
+func (d *Daemon) connect() error {
+	o := d.o
+	var err error
+	if o.NATSURL == "" {
+		d.srv, err = embed.Start(embed.Options{DataDir: o.DataDir, Listen: o.Listen, NoSync: o.NoSync})
+		if err != nil {
+			return err
+		}
+		d.nc, err = d.srv.Connect()
+		if err != nil {
+			return err
+		}
+		d.ready.NATSURL, d.ready.DataDir = d.srv.ClientURL(), o.DataDir
+		sync := "fsync on every write"
+		if o.NoSync {
+			sync = "NO fsync (benchmark mode)"
+		}
+		fmt.Fprintf(d.o.Out, "polosd: nats %s (embedded nats-server %s, data dir %s, %s)\n", d.ready.NATSURL, embed.Version(), o.DataDir, sync)
+	} else {
+		opts := append([]nats.Option{nats.Name("polosd-" + o.Role), nats.MaxReconnects(-1), nats.Timeout(client.DefaultConnectTimeout)}, o.NATSOptions...)
+		d.nc, err = nats.Connect(o.NATSURL, opts...)
+		if err != nil {
+			return perr.Wrap(err, client.CodeUnreachable, "start the NATS server (or `polosd --role server`) first, or fix --nats-url and the credentials options",
+				"cannot reach NATS at %s", o.NATSURL)
+		}
+		d.ready.NATSURL = o.NATSURL
+		fmt.Fprintf(d.o.Out, "polosd: nats %s (external)\n", o.NATSURL)
+	}
+	d.js, err = jetstream.New(d.nc)
+	if err != nil {
+		return perr.Wrap(err, client.CodeUnreachable, "enable JetStream on the NATS server", "JetStream unavailable")
+	}
+	return nil
+}
+
+func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
+	cl, err := client.New(d.nc, d.o.Namespace)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(httpapi.Options{Client: cl, Workflows: reg, APIKey: d.o.APIKey, Logger: d.o.Logger})
+	if d.o.Mount != nil {
+		d.o.Mount(api, deps)
+	}
+	ln, err := net.Listen("tcp", d.o.HTTP)
+	if err != nil {
+		return perr.Wrap(err, CodeStartup, "pick another --http address (port 0 picks a free one), or --http off", "cannot listen for HTTP on %s", d.o.HTTP)
+	}
+	d.http = &http.Server{Handler: api, ReadHeaderTimeout: httpReadHeaderTimeout}
+	go func() {
+		if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.o.Logger.Error("http server stopped", "err", err)
+		}
+	}()
+	d.ready.HTTPURL = "http://" + ln.Addr().String()
+	actx, cancel := context.WithCancel(context.Background())
+	d.approvalsStop = cancel
+	if err := d.startApprovals(actx, func(pattern string, h any) { api.Mount(pattern, h.(http.Handler)) }, d.ready.HTTPURL); err != nil {
+		return err
+	}
+	auth := "no API key: mutating endpoints are open to local processes"
+	if d.o.APIKey != "" {
+		auth = "API key required for mutating endpoints"
+	}
+	fmt.Fprintf(d.o.Out, "polosd: http %s (%s)\n", d.ready.HTTPURL, auth)
+	return nil
+}
+
+// Ready describes what the daemon serves.
+func (d *Daemon) Ready() Ready { return d.ready }
+
+// Stop shuts down in order: executors stop pulling and finish their
+// in-flight steps (up to ShutdownTimeout; unfinished tasks are redelivered
+// to other executors after the ack wait), the sandbox host stops, HTTP
+// drains, the NATS connection flushes, the embedded server shuts down
+// (flushing its store) and releases the data directory. Safe on a partly
+// started daemon.
+func (d *Daemon) Stop() {
+	log := d.o.Logger
+	if d.approvalsStop != nil {
+		d.approvalsStop()
+	}
+	if d.execStop != nil {
+		d.execStop()
+		done := make(chan struct{})
+		go func() { d.execWG.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(d.o.ShutdownTimeout):
+			log.Warn("in-flight steps did not finish in time; their tasks will be redelivered", "timeout", d.o.ShutdownTimeout)
+		}
+	}
+	if d.host != nil {
+		_ = d.host.Close()
+	}
+	if d.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = d.http.Shutdown(ctx)
+		cancel()
+	}
+	if d.nc != nil {
+		_ = d.nc.FlushTimeout(5 * time.Second)
+		d.nc.Close()
+	}
+	if d.srv != nil {
+		d.srv.Shutdown()
+	}
+	if d.o.ReadyFile != "" {
+		_ = os.Remove(d.o.ReadyFile)
+	}
+}
+
+// Run starts the daemon, serves until ctx is done, and stops it.
+func Run(ctx context.Context, o Options) error {
+	d, err := Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	fmt.Fprintln(d.o.Out, "polosd: shutting down")
+	d.Stop()
+	fmt.Fprintln(d.o.Out, "polosd: stopped")
+	return nil
+}
+
+// SandboxProviders are the providers this machine's sandbox host serves:
+// local always; docker when the Docker Engine answers; e2b when
+// E2B_API_KEY is set.
+func SandboxProviders(cfg *config.Config, log *slog.Logger) []sandbox.Provider {
+	_ = cfg
+	out := []sandbox.Provider{local.New()}
+	if p, err := docker.New(docker.Options{}); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err = p.Ping(ctx)
+		cancel()
+		if err == nil {
+			out = append(out, p)
+		} else {
+			log.Info("docker sandboxes unavailable", "err", err)
+		}
+	}
+	if ec := e2b.ConfigFromEnv(); ec.APIKey != "" {
+		out = append(out, e2b.NewProvider(ec))
+	}
+	return out
+}
+
+func writeReady(path string, r Ready) error {
+	b, _ := json.MarshalIndent(r, "", "  ")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return perr.Wrap(err, CodeStartup, "choose a writable --ready-file path", "cannot write ready file %s", path)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return perr.Wrap(err, CodeStartup, "choose a writable --ready-file path", "cannot write ready file %s", path)
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package cli
+
+import (
+	"context"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/internal/perr"
+)
+
+// session is what every command action gets: a connected client and a
+// printer. run opens it, calls fn and closes it.
+type session struct {
+	c   *cli.Context
+	cl  *client.Client
+	out *printer
+	io  IO
+}
+
+func action(s IO, args int, fn func(ss *session) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if args >= 0 && c.NArg() != args {
+			return usageErr("%s takes %d argument(s), got %d (usage: %s)", c.Command.Name, args, c.NArg(), c.Command.UsageText)
+		}
+		format, err := outputOf(c)
+		if err != nil {
+			return err
+		}
+		cl, err := connect(c)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		ss := &session{c: c, cl: cl, out: newPrinter(s, format), io: s}
+		defer ss.out.StopSpin()
+		return fn(ss)
+	}
+}
+
+func statusCommand(s IO) *cli.Command {
+	return withCommon(&cli.Command{
+		Name:      "status",
+		Usage:     "show a run's state, result or error, and what it waits for",
+		UsageText: "polos status <run> [-o text|json|jsonl]",
+		Action: action(s, 1, func(ss *session) error {
+			sum, err := ss.cl.Status(ss.c.Context, ss.c.Args().First())
+			if err != nil {
+				return err
+			}
+			ss.printSummary(sum)
+			return nil
+		}),
+	})
+}
+
+func (ss *session) printSummary(sum events.Summary) {
+	if ss.out.text() {
+		ss.out.Summary(sum)
+	} else {
+		ss.out.JSON(sum)
+	}
+}
+
+// runExit is the exit code a finished run gives: 1 unless it completed.
+func runExit(sum events.Summary) error {
+	if sum.Status == events.StatusFailed || sum.Status == events.StatusCancelled {
+		return &quietExit{code: ExitRunFailed}
+	}
+	return nil
+}
+
+func resultCommand(s IO) *cli.Command {
+	return withCommon(&cli.Command{
+		Name:      "result",
+		Usage:     "wait for a run to end and print its result (exit 1 if it failed)",
+		UsageText: "polos result <run> [--timeout D] [-o text|json|jsonl]",
+		Flags:     []cli.Flag{&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: wait forever)"}},
+		Action: action(s, 1, func(ss *session) error {
+			ctx := ss.c.Context
+			if d := ss.c.Duration("timeout"); d > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			id := ss.c.Args().First()
+			if _, err := ss.cl.Status(ss.c.Context, id); err != nil {
+				return err
+			}
+			ss.out.Spin("waiting for run " + id)
+			sum, err := ss.cl.Result(ctx, id)
+			ss.out.StopSpin()
+			if err != nil {
+				return err
+			}
+			switch {
+			case !ss.out.text():
+				ss.out.JSON(sum)
+			case sum.Status == events.StatusCompleted:
+				ss.out.Line("%s", pretty(sum.Result))
+			default:
+				ss.out.Summary(sum)
+			}
+			return runExit(sum)
+		}),
+	})
+}
+
+func listCommand(s IO) *cli.Command {
+	return withCommon(&cli.Command{
+		Name:      "list",
+		Usage:     "list runs, newest first",
+		UsageText: "polos list [--status running|waiting|completed|failed|cancelled] [--agent A] [--limit N] [-o text|json|jsonl]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "status", Usage: "only runs with this status"},
+			&cli.StringFlag{Name: "agent", Usage: "only runs of this agent or workflow"},
+			&cli.IntFlag{Name: "limit", Usage: "at most this many runs", Value: 50},
+		},
+		Action: action(s, 0, func(ss *session) error {
+			st := ss.c.String("status")
+			switch st {
+			case "", events.StatusRunning, events.StatusWaiting, events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
+			default:
+				return usageErr("unknown status %q (use running, waiting, completed, failed or cancelled)", st)
+			}
+			runs, err := ss.cl.List(ss.c.Context, client.ListFilter{Status: st, Agent: ss.c.String("agent"), Limit: ss.c.Int("limit")})
+			if err != nil {
+				return err
+			}
+			switch ss.out.format {
+			case OutJSON:
+				if runs == nil {
+					runs = []events.Summary{}
+				}
+				ss.out.JSON(runs)
+			case OutJSONL:
+				for _, r := range runs {
+					ss.out.JSON(r)
+				}
+			default:
+				if len(runs) == 0 {
+					ss.out.Line("no runs")
+					return nil
+				}
+				ss.out.Line("%-32s %-10s %-24s %s", "ID", "STATUS", "AGENT", "UPDATED")
+				for _, r := range runs {
+					ss.out.Line("%-32s %-10s %-24s %s", r.ID, r.Status, r.Agent, r.UpdatedAt.Local().Format(time.DateTime))
+				}
+			}
+			return nil
+		}),
+	})
+}
+
+func cancelCommand(s IO) *cli.Command {
+	return withCommon(&cli.Command{
+		Name:      "cancel",
+		Usage:     "cancel a run (exit 4 if it already ended)",
+		UsageText: "polos cancel <run> [-o text|json|jsonl]",
+		Action: action(s, 1, func(ss *session) error {
+			id := ss.c.Args().First()
+			if err := ss.cl.Cancel(ss.c.Context, id); err != nil {
+				return err
+			}
+			if ss.out.text() {
+				ss.out.Line("cancel requested for %s", id)
+			} else {
+				ss.out.JSON(map[string]any{"id": id, "cancel_requested": true})
+			}
+			return nil
+		}),
+	})
+}
+
+func historyCommand(s IO) *cli.Command {
+	return withCommon(&cli.Command{
+		Name:      "history",
+		Usage:     "export a run's events (json: an array, for golden replay tests)",
+		UsageText: "polos history <run> [-o text|json|jsonl]",
+		Action: action(s, 1, func(ss *session) error {
+			hist, err := ss.cl.History(ss.c.Context, ss.c.Args().First(), 0)
+			if err != nil {
+				return err
+			}
+			switch ss.out.format {
+			case OutJSON:
+				ss.out.JSON(hist)
+			case OutJSONL:
+				for _, e := range hist {
+					ss.out.JSON(e)
+				}
+			default:
+				for _, e := range hist {
+					ss.out.Event(e, false)
+				}
+				ss.out.StopSpin()
+			}
+			return nil
+		}),
+	})
+}
+
+func tailCommand(s IO) *cli.Command {
+	return withCommon(&cli.Command{
+		Name:  "tail",
+		Usage: "print a run's events (or every run's with --all), resumable with --from-seq",
+		UsageText: "polos tail <run> [--from-seq N] [--follow] [-o text|json|jsonl]\n" +
+			"polos tail --all [--from-seq N] [--follow]",
+		Flags: []cli.Flag{
+			&cli.Uint64Flag{Name: "from-seq", Usage: "print events with a sequence above N (the last one you saw)"},
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events (a run's tail ends with the run)"},
+			&cli.BoolFlag{Name: "all", Usage: "every run of the namespace"},
+		},
+		Action: action(s, -1, func(ss *session) error {
+			all := ss.c.Bool("all")
+			if all && ss.c.NArg() != 0 || !all && ss.c.NArg() != 1 {
+				return usageErr("give a run ID or --all (usage: polos tail <run> [--from-seq N] [--follow])")
+			}
+			id := ss.c.Args().First()
+			from := ss.c.Uint64("from-seq")
+			if !all {
+				if _, err := ss.cl.Status(ss.c.Context, id); err != nil {
+					return err
+				}
+			}
+			return ss.tail(id, from, ss.c.Bool("follow"))
+		}),
+	})
+}
+
+// tail prints events of run id ("" = all runs) after from. Without follow
+// it stops once it has caught up with the stream.
+func (ss *session) tail(id string, from uint64, follow bool) error {
+	ctx, cancel := context.WithCancel(ss.c.Context)
+	defer cancel()
+	var upTo uint64
+	if !follow {
+		last, err := ss.lastSeq(ctx, id)
+		if err != nil {
+			return err
+		}
+		if last <= from {
+			return nil
+		}
+		upTo = last
+	}
+	return ss.cl.Follow(ctx, id, from, func(e events.Event) error {
+		if ss.out.text() {
+			ss.out.Event(e, id == "")
+		} else {
+			ss.out.JSON(e)
+		}
+		if (id != "" && e.Type.IsTerminal()) || (upTo > 0 && e.Seq >= upTo) {
+			return client.ErrStop
+		}
+		return nil
+	})
+}
+
+// lastSeq is the stream sequence of the newest event of run id (or of any
+// run when id is "").
+func (ss *session) lastSeq(ctx context.Context, id string) (uint64, error) {
+	if id != "" {
+		return ss.cl.Store().LastSeq(ctx, id)
+	}
+	st, err := ss.cl.Store().JS().Stream(ctx, embed.RunsStream)
+	if err != nil {
+		return 0, perr.Wrap(err, client.CodeUnreachable, "start polosd once to provision the server", "run stream unavailable")
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, perr.Wrap(err, client.CodeUnreachable, "", "run stream unavailable")
+	}
+	return info.State.LastSeq, nil
+}

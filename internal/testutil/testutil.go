@@ -1,0 +1,81 @@
+// Package testutil holds test helpers shared by Polos packages: polling with
+// a deadline instead of sleeping, and a real embedded NATS server.
+package testutil
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/embed"
+)
+
+// CheckFor polls fn every interval until it returns nil or timeout passes,
+// then fails the test with fn's last error.
+func CheckFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = fn(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// Server is a provisioned embedded server for tests.
+type Server struct {
+	*embed.Server
+	Dir string
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+}
+
+// StartServer starts an embedded server with fsync on, a loopback listener on
+// a random port, provisions namespace "default", and stops it at cleanup.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	return StartServerIn(t, t.TempDir())
+}
+
+// StartServerIn is StartServer on a given data directory (to restart on the
+// same store).
+func StartServerIn(t testing.TB, dir string) *Server {
+	t.Helper()
+	s, err := embed.Start(embed.Options{DataDir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := s.Connect()
+	if err != nil {
+		s.Shutdown()
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := embed.Provision(ctx, js, "default", 1); err != nil {
+		t.Fatal(err)
+	}
+	ts := &Server{Server: s, Dir: dir, NC: nc, JS: js}
+	t.Cleanup(ts.Stop)
+	return ts
+}
+
+// Stop closes the client and shuts the server down; safe to call twice.
+func (s *Server) Stop() {
+	if s.NC != nil {
+		s.NC.Close()
+	}
+	s.Shutdown()
+}

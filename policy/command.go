@@ -1,0 +1,517 @@
+package policy
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"mvdan.cc/sh/v3/syntax"
+)
+
+// Limits of command analysis. Past them the command is treated as
+// unparsable (ask; deny under a deny default).
+const (
+	maxCommandBytes = 256 << 10 // longer commands are not analysed
+	maxCodeNesting  = 4         // eval "sh -c '...'" levels analysed
+)
+
+// The two shells a command is read as. Sandboxes run commands with `sh -c`,
+// and sh may be dash (Debian images) or bash: the same text can mean
+// different commands to them ($'...' quoting, &>), so both readings are
+// checked and the strictest wins. A command bash cannot parse asks; one
+// only sh cannot parse is read as bash, unless it holds $'...' (see command).
+var dialects = []struct {
+	name string
+	pool *sync.Pool
+}{
+	{"bash", &sync.Pool{New: func() any { return syntax.NewParser(syntax.Variant(syntax.LangBash)) }}},
+	{"POSIX sh", &sync.Pool{New: func() any { return syntax.NewParser(syntax.Variant(syntax.LangPOSIX)) }}},
+}
+
+// CheckCommand decides a shell command. Every simple command in it (in
+// lists, pipelines, subshells, groups, compound commands, functions and
+// substitutions) is matched against the rules; the strictest decision wins.
+// See the package documentation and docs/policy.md for the hazards that are
+// at least ask.
+func (p *Policy) CheckCommand(cmd string, c Context) Result {
+	a := &analysis{p: p, c: &c, eff: p.effective(c.Env)}
+	a.root, a.confined = p.confinement(&c)
+	if !a.confined && !a.eff.open && c.Workspace != "" {
+		// docker and e2b: the container is the boundary for the file tools,
+		// but a policy that restricts commands must not let a redirection
+		// plant files (a module, a script on PATH) outside the workspace
+		// that allowed commands then load.
+		a.root, a.confined = filepath.Clean(c.Workspace), true
+	}
+	trimmed := strings.TrimSpace(cmd)
+	for i, raw := range c.Grants {
+		g := canonicalPattern(raw)
+		if g == "" {
+			continue
+		}
+		gp := compilePattern(g, fmt.Sprintf("grant[%d] %q", i, raw))
+		a.grants = append(a.grants, gp)
+		if !strings.Contains(raw, "*") && strings.TrimSpace(raw) == trimmed {
+			whole := gp
+			a.wholeGrant = &whole
+		}
+	}
+	a.command(cmd, 0)
+	if a.wholeGrant != nil {
+		kept := a.reasons[:0]
+		for _, r := range a.reasons {
+			if r.Decision == DecisionDeny || r.Rule == ruleParse {
+				kept = append(kept, r)
+			}
+		}
+		a.reasons = append(kept, Reason{Segment: trimmed, Rule: a.wholeGrant.rule, Why: "a person allowed this exact command always", Decision: DecisionAllow})
+	}
+	if len(a.reasons) == 0 {
+		a.reasons = append(a.reasons, Reason{Segment: trimmed, Rule: "empty", Why: "the command runs nothing", Decision: DecisionAllow})
+	}
+	return p.finish(a.reasons)
+}
+
+const ruleParse = "parse"
+
+// analysis is the state of one CheckCommand call.
+type analysis struct {
+	p          *Policy
+	c          *Context
+	eff        effective
+	root       string // where redirections must stay (see CheckCommand)
+	confined   bool
+	grants     []pattern
+	wholeGrant *pattern // an exact grant equal to the whole command
+	reasons    []Reason
+	realRoot   string                 // physical confinement root, once known
+	redirects  map[string]pathVerdict // judged redirection targets, by cwd and target
+}
+
+// judgeRedirect judges a redirection target once per command (both shell
+// readings see the same redirections).
+func (a *analysis) judgeRedirect(target, cwd string) pathVerdict {
+	key := cwd + "\x00" + target
+	if v, ok := a.redirects[key]; ok {
+		return v
+	}
+	v := a.p.judgePath(target, cwd, a.root, a.confined, a.c, &a.realRoot)
+	if a.redirects == nil {
+		a.redirects = make(map[string]pathVerdict)
+	}
+	a.redirects[key] = v
+	return v
+}
+
+// outcome summarizes the segments of a piece of code: the strictest
+// decision and whether every segment was allowed by an explicit rule or
+// grant (not by a default).
+type outcome struct {
+	decision Decision
+	explicit bool
+}
+
+func (o *outcome) add(x outcome) {
+	o.decision = o.decision.Stricter(x.decision)
+	o.explicit = o.explicit && x.explicit
+}
+
+func newOutcome() outcome { return outcome{decision: DecisionAllow, explicit: true} }
+
+func (a *analysis) reason(seg, rule, why string, d Decision) {
+	a.reasons = append(a.reasons, Reason{Segment: seg, Rule: rule, Why: why, Decision: d})
+}
+
+// unparsableDecision is ask, or deny when the command default is deny.
+func (a *analysis) unparsableDecision() Decision {
+	if a.eff.commandDefault.decision == DecisionDeny {
+		return DecisionDeny
+	}
+	return DecisionAsk
+}
+
+// command analyses one piece of shell code (the command, or code given as a
+// string to eval / sh -c at depth > 0).
+func (a *analysis) command(src string, depth int) outcome {
+	out := newOutcome()
+	fail := func(why string) outcome {
+		d := a.unparsableDecision()
+		a.reason(strings.TrimSpace(src), ruleParse, why, d)
+		return outcome{decision: d}
+	}
+	switch {
+	case depth > maxCodeNesting:
+		return fail(fmt.Sprintf("code nested more than %d levels deep in strings is not analysed", maxCodeNesting))
+	case len(src) > maxCommandBytes:
+		return fail(fmt.Sprintf("the command is longer than %d bytes and is not analysed", maxCommandBytes))
+	case strings.ContainsRune(src, 0):
+		return fail("the command holds a NUL byte")
+	}
+	for i, d := range dialects {
+		parser := d.pool.Get().(*syntax.Parser)
+		file, err := parser.Parse(strings.NewReader(src), "")
+		d.pool.Put(parser)
+		if err != nil {
+			if i > 0 && !strings.Contains(src, "$'") {
+				// Bash syntax sh cannot read (&>, arrays, <(...)): sh fails on
+				// it, and the bash reading covers every command. Only $'...'
+				// moves quote boundaries between the two readings.
+				continue
+			}
+			out.add(fail(fmt.Sprintf("cannot be parsed as %s: %v", d.name, err)))
+			continue
+		}
+		w := walker{a: a, src: src, depth: depth, cwd: a.c.Workspace, cwdKnown: true}
+		out.add(w.walk(file))
+	}
+	return out
+}
+
+// walker visits one parsed file.
+type walker struct {
+	a        *analysis
+	src      string
+	depth    int
+	frames   []*substFrame
+	cwd      string // directory relative redirections resolve against
+	cwdKnown bool   // false after a cd to a place we cannot follow
+	out      outcome
+}
+
+// substFrame collects the segments inside one command or process
+// substitution.
+type substFrame struct {
+	node     syntax.Node
+	explicit bool
+}
+
+func (w *walker) text(n syntax.Node) string {
+	start, end := n.Pos().Offset(), n.End().Offset()
+	if start > end || int(end) > len(w.src) {
+		return ""
+	}
+	return w.src[start:end]
+}
+
+func (w *walker) walk(file *syntax.File) outcome {
+	w.out = newOutcome()
+	var stack []syntax.Node
+	syntax.Walk(file, func(n syntax.Node) bool {
+		if n == nil {
+			top := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if len(w.frames) > 0 && w.frames[len(w.frames)-1].node == top {
+				w.closeFrame()
+			}
+			return true
+		}
+		stack = append(stack, n)
+		switch x := n.(type) {
+		case *syntax.Stmt:
+			w.redirects(x)
+		case *syntax.CmdSubst, *syntax.ProcSubst:
+			w.frames = append(w.frames, &substFrame{node: x, explicit: true})
+		case *syntax.CallExpr:
+			w.segment(w.callCommand(x))
+		case *syntax.DeclClause:
+			w.segment(w.declCommand(x))
+		case *syntax.TestClause:
+			w.segment(w.rawCommand(x))
+			w.testArithmetic(x)
+		case *syntax.ArithmCmd:
+			w.segment(w.rawCommand(x))
+			w.arithmetic(x, x.X)
+		case *syntax.LetClause:
+			w.segment(w.rawCommand(x))
+			for _, e := range x.Exprs {
+				w.arithmetic(x, e)
+			}
+		case *syntax.ArithmExp:
+			w.arithmetic(x, x.X)
+		case *syntax.CStyleLoop:
+			for _, e := range []syntax.ArithmExpr{x.Init, x.Cond, x.Post} {
+				w.arithmetic(x, e)
+			}
+		case *syntax.ParamExp:
+			w.paramExp(x)
+		case *syntax.Assign:
+			if x.Index != nil {
+				w.arithmetic(x, x.Index)
+			}
+		case *syntax.ArrayElem:
+			if x.Index != nil {
+				w.arithmetic(x, x.Index)
+			}
+		}
+		return true
+	})
+	return w.out
+}
+
+// closeFrame finishes a substitution: unless every command inside was
+// explicitly allowed, the substitution itself asks.
+func (w *walker) closeFrame() {
+	f := w.frames[len(w.frames)-1]
+	w.frames = w.frames[:len(w.frames)-1]
+	if f.explicit || w.a.eff.open {
+		return
+	}
+	kind := "command substitution"
+	if _, ok := f.node.(*syntax.ProcSubst); ok {
+		kind = "process substitution"
+	}
+	w.hazard(w.text(f.node), "hazard: "+kind, "its output becomes part of another command; it runs without asking only when every command inside is explicitly allowed")
+}
+
+// hazard records an ask that only a whole-command grant lifts.
+func (w *walker) hazard(seg, rule, why string) {
+	if w.a.eff.open {
+		return
+	}
+	w.a.reason(seg, rule, why, DecisionAsk)
+	w.out.add(outcome{decision: DecisionAsk})
+}
+
+// segment evaluates one simple command and feeds the enclosing
+// substitutions.
+func (w *walker) segment(cm command) {
+	o := w.a.evaluate(cm, w.depth)
+	w.out.add(o)
+	for _, f := range w.frames {
+		f.explicit = f.explicit && o.decision == DecisionAllow && o.explicit
+	}
+	w.trackCd(cm)
+}
+
+// command is one simple command as the rules see it.
+type command struct {
+	display string   // its source text
+	env     []word   // loader-variable assignments (NAME=value), part of the text
+	envName []string // their names
+	args    []word   // args[0] is the program; empty for assignments only
+	argSrc  []string // source text of each arg
+	assigns []word   // assignments of an assignment-only command
+	raw     bool     // a [[ ]], (( )) or let: matched by its source text
+}
+
+func (w *walker) callCommand(x *syntax.CallExpr) command {
+	cm := command{display: w.text(x)}
+	for _, as := range x.Assigns {
+		val := assignWord(as)
+		name := ""
+		if as.Name != nil {
+			name = as.Name.Value
+		}
+		if len(x.Args) == 0 {
+			cm.assigns = append(cm.assigns, val)
+		}
+		if name != "" && isLoaderEnv(name) {
+			cm.env = append(cm.env, val)
+			cm.envName = append(cm.envName, name)
+		}
+	}
+	for _, arg := range x.Args {
+		cm.args = append(cm.args, renderWord(arg))
+		cm.argSrc = append(cm.argSrc, w.text(arg))
+	}
+	return cm
+}
+
+// assignWord renders NAME=value (NAME+=value); arrays and indexes make the
+// value unknown.
+func assignWord(as *syntax.Assign) word {
+	var b runeBuf
+	if as.Name != nil {
+		b.str(as.Name.Value)
+		if as.Index != nil {
+			b.wild()
+		}
+		if as.Append {
+			b.lit('+')
+		}
+		if !as.Naked {
+			b.lit('=')
+		}
+	}
+	switch {
+	case as.Array != nil:
+		b.wild()
+	case as.Value != nil:
+		v := renderWord(as.Value)
+		b.toks = append(b.toks, v.toks...)
+		if !v.literal {
+			b.unknown = true
+		}
+	}
+	return word{toks: b.toks, literal: !b.unknown}
+}
+
+// declCommand turns bash's export/declare/local/readonly/typeset into a
+// command: the variant is the program, each argument a word.
+func (w *walker) declCommand(x *syntax.DeclClause) command {
+	cm := command{display: w.text(x)}
+	cm.args = append(cm.args, word{toks: []rune(x.Variant.Value), literal: true})
+	cm.argSrc = append(cm.argSrc, x.Variant.Value)
+	for _, as := range x.Args {
+		cm.args = append(cm.args, assignWord(as))
+		cm.argSrc = append(cm.argSrc, w.text(as))
+	}
+	return cm
+}
+
+// rawCommand matches [[ ]], (( )) and let by their source text.
+func (w *walker) rawCommand(n syntax.Node) command {
+	t := w.text(n)
+	return command{display: t, args: []word{{toks: []rune(normalizePattern(t)), literal: true}}, argSrc: []string{t}, raw: true}
+}
+
+// trackCd follows cd so that relative redirections after it are resolved
+// where they will land; a cd we cannot follow makes them unknown.
+func (w *walker) trackCd(cm command) {
+	if len(cm.args) == 0 || cm.raw {
+		return
+	}
+	prog, ok := cm.args[0].text()
+	if !ok || (prog != "cd" && prog != "pushd" && prog != "popd") {
+		return
+	}
+	var target string
+	for _, arg := range cm.args[1:] {
+		s, lit := arg.text()
+		if !lit {
+			w.cwdKnown = false
+			return
+		}
+		if strings.HasPrefix(s, "-") && s != "-" {
+			continue
+		}
+		target = s
+		break
+	}
+	if prog != "cd" || target == "" || target == "-" || strings.HasPrefix(target, "~") || !w.cwdKnown {
+		w.cwdKnown = false
+		return
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(w.cwd, target)
+	}
+	w.cwd = filepath.Clean(target)
+}
+
+// Redirection operators that write to their target.
+var writeRedirs = map[syntax.RedirOperator]bool{
+	syntax.RdrOut: true, syntax.AppOut: true, syntax.RdrInOut: true, syntax.DplOut: true,
+	syntax.RdrClob: true, syntax.AppClob: true, syntax.RdrAll: true, syntax.RdrAllClob: true,
+	syntax.AppAll: true, syntax.AppAllClob: true,
+}
+
+// harmlessTargets are devices a redirection may write to anywhere.
+var harmlessTargets = setOf("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty")
+
+// isFdPath reports whether s is exactly /dev/fd/N.
+func isFdPath(s string) bool {
+	n, ok := strings.CutPrefix(s, "/dev/fd/")
+	return ok && n != "" && strings.Trim(n, "0123456789") == ""
+}
+
+// redirects checks the files a statement's redirections write to: outside
+// the workspace (or to a name known only at run time) is at least ask.
+func (w *walker) redirects(st *syntax.Stmt) {
+	if !w.a.confined {
+		return
+	}
+	for _, r := range st.Redirs {
+		if !writeRedirs[r.Op] || r.Word == nil {
+			continue
+		}
+		seg := w.text(r)
+		target := renderWord(r.Word)
+		s, lit := target.text()
+		if r.Op == syntax.DplOut && lit && (s == "-" || strings.Trim(s, "0123456789") == "") {
+			continue // >&2: duplicates a descriptor
+		}
+		switch {
+		case !lit:
+			w.pathAsk(seg, "the redirection writes to a file named only at run time")
+		case harmlessTargets[s] || isFdPath(s):
+		case !filepath.IsAbs(s) && !w.cwdKnown:
+			w.pathAsk(seg, "the redirection writes relative to a directory an earlier cd made unknown")
+		default:
+			v := w.a.judgeRedirect(s, w.cwd)
+			switch {
+			case v.denied != nil:
+				w.a.reason(seg, v.denied.rule, "the redirection writes to a path a deny rule names", DecisionDeny)
+				w.out.add(outcome{decision: DecisionDeny})
+			case v.asked != nil:
+				w.pathAsk(seg, "the redirection writes to a path an ask rule names ("+v.asked.rule+")")
+			case !v.loc.inside && v.allowed == nil:
+				w.pathAsk(seg, "the redirection writes outside the workspace: "+v.loc.why)
+			}
+		}
+	}
+}
+
+// pathAsk records an ask about where a command writes; unlike hazards it
+// applies under an open policy too, because it is about the workspace, not
+// about hiding commands.
+func (w *walker) pathAsk(seg, why string) {
+	w.a.reason(seg, "path_restriction", why, DecisionAsk)
+	w.out.add(outcome{decision: DecisionAsk})
+}
+
+// arithmetic: bash evaluates the value of a variable used in arithmetic as
+// an expression, and `a[$(cmd)]` in that value runs cmd. Arithmetic that
+// reads variables is therefore at least ask; plain numbers are fine.
+func (w *walker) arithmetic(n syntax.Node, e syntax.ArithmExpr) {
+	if e == nil || !arithmeticReadsVariables(e) {
+		return
+	}
+	w.hazard(w.text(n), "hazard: arithmetic", "arithmetic evaluates variable values as expressions, which can run commands")
+}
+
+func arithmeticReadsVariables(e syntax.Node) bool {
+	found := false
+	syntax.Walk(e, func(n syntax.Node) bool {
+		switch x := n.(type) {
+		case *syntax.ParamExp, *syntax.CmdSubst, *syntax.ProcSubst:
+			found = true
+		case *syntax.Lit:
+			if x.Value != "" && (x.Value[0] < '0' || x.Value[0] > '9') {
+				found = true
+			}
+		}
+		return !found
+	})
+	return found
+}
+
+// testArithmetic: [[ a -eq b ]] evaluates a and b arithmetically.
+func (w *walker) testArithmetic(t *syntax.TestClause) {
+	syntax.Walk(t.X, func(n syntax.Node) bool {
+		if b, ok := n.(*syntax.BinaryTest); ok {
+			switch b.Op {
+			case syntax.TsEql, syntax.TsNeq, syntax.TsLeq, syntax.TsGeq, syntax.TsLss, syntax.TsGtr:
+				if arithmeticReadsVariables(b.X) || arithmeticReadsVariables(b.Y) {
+					w.hazard(w.text(b), "hazard: arithmetic", "[[ -eq ]] and friends evaluate variable values as expressions, which can run commands")
+				}
+			}
+		}
+		return true
+	})
+}
+
+// paramExp flags subscripts and slices (arithmetic) and ${x@P}, which runs
+// the substitutions stored in x.
+func (w *walker) paramExp(x *syntax.ParamExp) {
+	if x.Index != nil {
+		w.arithmetic(x, x.Index)
+	}
+	if x.Slice != nil {
+		w.arithmetic(x, x.Slice.Offset)
+		w.arithmetic(x, x.Slice.Length)
+	}
+	if x.Exp != nil && x.Exp.Op == syntax.OtherParamOps && x.Exp.Word != nil && strings.Contains(x.Exp.Word.Lit(), "P") {
+		w.hazard(w.text(x), "hazard: prompt expansion", "${var@P} expands the variable like a prompt, running any substitution stored in it")
+	}
+}

@@ -1,0 +1,360 @@
+package policy
+
+import (
+	"path"
+	"strings"
+)
+
+// This file holds the knowledge about programs the policy needs: which
+// environment variables change how programs are found or loaded, which
+// programs run another command (wrappers), which run code given as a string
+// (interpreters), and which reach the network. All lists are documented in
+// docs/policy.md; keep the two in step.
+
+// loaderEnvNames are variables that change which program runs, what it
+// loads, or which configuration (and so which helper commands) it reads.
+var loaderEnvNames = setOf(
+	"PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+	"CDPATH", "GLOBIGNORE", "HOME", "ZDOTDIR", "XDG_CONFIG_HOME", "INPUTRC",
+	"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONINSPECT",
+	"NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERLLIB", "PERL5OPT", "RUBYLIB", "RUBYOPT",
+	"GEM_HOME", "GEM_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+	"GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG", "GIT_CONFIG_GLOBAL",
+	"GIT_CONFIG_SYSTEM", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_PAGER", "GIT_EDITOR",
+	"GIT_ASKPASS", "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR", "SSH_ASKPASS",
+	"EDITOR", "VISUAL", "PAGER", "MANPAGER", "BROWSER", "LESSOPEN", "LESSCLOSE", "TAR_OPTIONS",
+	"GCONV_PATH", "HOSTALIASES", "LOCPATH", "NLSPATH", "RESOLV_HOST_CONF", "MAKEFLAGS", "MAKEFILES",
+	"PKG_CONFIG_PATH", "CURL_HOME", "WGETRC", "NPM_CONFIG_USERCONFIG", "GOFLAGS", "CARGO_HOME", "RUSTC_WRAPPER", "CC", "CXX",
+)
+
+// loaderEnvPrefixes are prefixes of such variables (LD_PRELOAD,
+// LD_LIBRARY_PATH, LD_AUDIT, DYLD_INSERT_LIBRARIES, exported bash
+// functions, git's numbered config, npm's config).
+var loaderEnvPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_",
+	"NPM_CONFIG_", "npm_config_"}
+
+// isLoaderEnv reports whether assigning the variable name can change which
+// program runs or what it loads.
+func isLoaderEnv(name string) bool {
+	if loaderEnvNames[name] {
+		return true
+	}
+	for _, p := range loaderEnvPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// assignmentName returns NAME for a word "NAME=value" or "NAME+=value".
+func assignmentName(s string) (string, bool) {
+	i := strings.IndexByte(s, '=')
+	if i <= 0 {
+		return "", false
+	}
+	name := strings.TrimSuffix(s[:i], "+")
+	for k, r := range name {
+		if !(r == '_' || (r >= 'A' && r <= 'Z') || (r >= 'a' && r <= 'z') || (k > 0 && r >= '0' && r <= '9')) {
+			return "", false
+		}
+	}
+	return name, name != ""
+}
+
+// varSetters are builtins whose operands name variables they set.
+var varSetters = setOf("export", "declare", "typeset", "local", "readonly", "nameref", "read",
+	"printf", "mapfile", "readarray", "getopts", "let", "unset")
+
+// codeBuiltins run code that is not visible as a command of its own.
+var codeBuiltins = map[string]string{
+	"eval":   "eval runs its arguments as shell code",
+	"source": "source runs the commands of a file",
+	".":      ". runs the commands of a file",
+	"trap":   "trap runs shell code given as a string when a signal arrives",
+	"alias":  "alias makes a command name run other code",
+	"enable": "enable can load builtins from a shared library",
+	"hash":   "hash can make a command name run another program",
+	"fc":     "fc re-runs commands from the history",
+}
+
+// wrapper describes a program that runs another program given as its
+// remaining operands (timeout 5 CMD...). argOpts are its options that take a
+// separate value; skip is how many operands come before the command.
+type wrapper struct {
+	argOpts   []string
+	skip      int
+	codeOpts  []string // options whose value is shell code (env -S, flock -c)
+	moreInput bool     // the command gets more arguments at run time (xargs)
+	defaultTo string   // the command when none is given (xargs: echo)
+	setsEnv   bool     // NAME=value operands set the command's environment
+}
+
+var wrappers = map[string]wrapper{
+	"command":      {},
+	"builtin":      {},
+	"exec":         {argOpts: []string{"-a"}},
+	"nohup":        {},
+	"setsid":       {},
+	"nice":         {argOpts: []string{"-n", "--adjustment"}},
+	"timeout":      {argOpts: []string{"-s", "--signal", "-k", "--kill-after"}, skip: 1},
+	"env":          {argOpts: []string{"-u", "--unset", "-C", "--chdir"}, codeOpts: []string{"-S", "--split-string"}, setsEnv: true},
+	"stdbuf":       {argOpts: []string{"-i", "-o", "-e", "--input", "--output", "--error"}},
+	"sudo":         {argOpts: []string{"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "--user", "--group", "--chdir"}, setsEnv: true},
+	"doas":         {argOpts: []string{"-u", "-C"}},
+	"ionice":       {argOpts: []string{"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"}},
+	"chrt":         {skip: 1},
+	"taskset":      {skip: 1},
+	"strace":       {argOpts: []string{"-o", "-e", "-p", "-s", "-u", "-E", "-a", "-I", "-O", "-S", "-P", "-X"}},
+	"ltrace":       {argOpts: []string{"-o", "-e", "-p", "-s", "-u", "-n", "-a", "-A", "-D", "-F", "-l"}},
+	"time":         {argOpts: []string{"-f", "-o", "--format", "--output"}},
+	"xargs":        {argOpts: []string{"-I", "-n", "-P", "-L", "-d", "-E", "-a", "-s", "--max-args", "--max-procs", "--delimiter", "--arg-file"}, moreInput: true, defaultTo: "echo"},
+	"flock":        {argOpts: []string{"-w", "-E", "--timeout", "--conflict-exit-code"}, skip: 1, codeOpts: []string{"-c", "--command"}},
+	"chroot":       {argOpts: []string{"--userspec", "--groups"}, skip: 1},
+	"unbuffer":     {},
+	"torsocks":     {argOpts: []string{"-u", "-p", "-a", "-P"}},
+	"proxychains":  {argOpts: []string{"-f"}},
+	"proxychains4": {argOpts: []string{"-f"}},
+	"firejail":     {},
+	"busybox":      {},
+	"caffeinate":   {argOpts: []string{"-t", "-w"}},
+	"systemd-run":  {argOpts: []string{"-p", "-u", "-E", "--unit", "--property", "--setenv"}},
+	"unshare":      {},
+	"nsenter":      {argOpts: []string{"-t", "-S", "-G", "--target"}},
+	"runuser":      {argOpts: []string{"-u", "-g", "-G"}, codeOpts: []string{"-c", "--command"}},
+	"su":           {argOpts: []string{"-s", "-g", "-G", "--shell", "--group"}, codeOpts: []string{"-c", "--command", "--session-command"}, skip: 1},
+	"script":       {argOpts: []string{"-E", "-O", "-I", "-B", "-T", "-t"}, codeOpts: []string{"-c", "--command"}},
+	"watch":        {argOpts: []string{"-n", "-d", "--interval", "--differences"}},
+	"parallel":     {argOpts: []string{"-j", "--jobs", "-S", "--sshlogin"}},
+	"sg":           {skip: 1},
+	"catchsegv":    {},
+	"rlwrap":       {},
+}
+
+// shellCodeOperands are programs whose operands, joined by spaces, are shell
+// code (watch and parallel hand them to sh -c).
+var shellCodeOperands = setOf("watch", "parallel", "sg")
+
+// interpreter describes a program that runs code given as a string.
+type interpreter struct {
+	codeLetters string   // short options that take code; may be clustered (-xc, -ne)
+	codeLong    []string // long options that take code
+	argOpts     []string // options that take a separate value
+	stopOpts    []string // options after which the next operand is not a script (-m module)
+	shell       bool     // the code is shell code
+	stdin       bool     // with no script operand (or "-") it reads code from standard input
+}
+
+var shellInterp = interpreter{codeLetters: "c", argOpts: []string{"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}, shell: true, stdin: true}
+
+var interpreters = map[string]interpreter{
+	"sh": shellInterp, "bash": shellInterp, "rbash": shellInterp, "zsh": shellInterp, "dash": shellInterp,
+	"ksh": shellInterp, "mksh": shellInterp, "ash": shellInterp, "yash": shellInterp, "posh": shellInterp,
+	"fish": shellInterp, "csh": shellInterp, "tcsh": shellInterp,
+	"python":     {codeLetters: "c", argOpts: []string{"-W", "-X", "-Q"}, stopOpts: []string{"-m"}, stdin: true},
+	"pypy":       {codeLetters: "c", argOpts: []string{"-W", "-X"}, stopOpts: []string{"-m"}, stdin: true},
+	"node":       {codeLetters: "ep", codeLong: []string{"--eval", "--print"}, argOpts: []string{"-r", "--require", "--import", "--loader", "--experimental-loader", "-C", "--conditions", "--input-type"}, stdin: true},
+	"bun":        {codeLetters: "ep", codeLong: []string{"--eval", "--print"}},
+	"perl":       {codeLetters: "eE", stdin: true},
+	"ruby":       {codeLetters: "e", argOpts: []string{"-I", "-r"}, stdin: true},
+	"php":        {codeLetters: "r", codeLong: []string{"--run"}, stdin: true},
+	"lua":        {codeLetters: "e", stdin: true},
+	"luajit":     {codeLetters: "e", stdin: true},
+	"Rscript":    {codeLetters: "e"},
+	"R":          {codeLetters: "e"},
+	"osascript":  {codeLetters: "e"},
+	"expect":     {codeLetters: "c", stdin: true},
+	"tclsh":      {stdin: true},
+	"pwsh":       {codeLong: []string{"-c", "-command", "-encodedcommand", "-e", "-ec"}},
+	"powershell": {codeLong: []string{"-c", "-command", "-encodedcommand", "-e", "-ec"}},
+}
+
+// interpreterFor returns the interpreter entry for a program base name,
+// folding versioned names (python3, python3.12, nodejs, pypy3, perl5.36).
+func interpreterFor(base string) (interpreter, string, bool) {
+	if in, ok := interpreters[base]; ok {
+		return in, base, true
+	}
+	lower := strings.ToLower(base)
+	if in, ok := interpreters[lower]; ok && (lower == "pwsh" || lower == "powershell") {
+		return in, lower, true
+	}
+	trimmed := strings.TrimRight(base, "0123456789.")
+	if base == "nodejs" {
+		trimmed = "node"
+	}
+	if trimmed != base {
+		if in, ok := interpreters[trimmed]; ok {
+			return in, trimmed, true
+		}
+	}
+	return interpreter{}, "", false
+}
+
+// networkProgram lists, for a program, the argument words that make it
+// reach the network: any is a list of alternatives, each a set of words
+// that must all appear among the arguments. An empty list means the program
+// always reaches out. Matching is by word anywhere in the arguments, so it
+// errs towards "network".
+type networkProgram struct {
+	any   [][]string
+	noArg bool // with no arguments at all it also reaches out (yarn)
+}
+
+func words(ws ...string) [][]string {
+	out := make([][]string, len(ws))
+	for i, w := range ws {
+		out[i] = strings.Fields(w)
+	}
+	return out
+}
+
+var networkPrograms = map[string]networkProgram{
+	// always
+	"curl": {}, "wget": {}, "nc": {}, "ncat": {}, "netcat": {}, "socat": {}, "ssh": {}, "scp": {},
+	"sftp": {}, "rsync": {}, "ftp": {}, "lftp": {}, "telnet": {}, "http": {}, "https": {}, "xh": {},
+	"aria2c": {}, "ping": {}, "ping6": {}, "dig": {}, "nslookup": {}, "host": {}, "nmap": {},
+	"traceroute": {}, "tracepath": {}, "mosh": {}, "whois": {}, "npx": {}, "pnpx": {}, "bunx": {},
+	"uvx": {}, "pacman": {}, "kubectl": {}, "helm": {}, "aws": {}, "gcloud": {}, "gsutil": {},
+	"az": {}, "gh": {}, "heroku": {}, "vercel": {}, "netlify": {}, "fly": {}, "flyctl": {},
+	"doctl": {}, "wrangler": {}, "firebase": {},
+	// by subcommand
+	"git":       {any: words("clone", "fetch", "pull", "push", "ls-remote", "submodule", "remote update")},
+	"npm":       {any: words("install", "i", "ci", "add", "update", "up", "upgrade", "publish", "exec", "x", "create", "init", "audit", "outdated", "view", "info", "login", "search")},
+	"pnpm":      {any: words("install", "i", "add", "update", "up", "upgrade", "dlx", "publish", "create", "fetch", "audit", "outdated")},
+	"yarn":      {any: words("install", "add", "upgrade", "up", "dlx", "create", "publish", "npm", "outdated"), noArg: true},
+	"bun":       {any: words("install", "i", "add", "update", "x", "create", "publish", "upgrade")},
+	"pip":       {any: words("install", "download", "index")},
+	"pipx":      {any: words("install", "run", "upgrade", "inject")},
+	"uv":        {any: words("add", "sync", "lock", "run", "pip install", "tool", "venv --seed")},
+	"poetry":    {any: words("install", "add", "update", "lock", "publish")},
+	"pipenv":    {any: words("install", "update", "sync", "lock")},
+	"python":    {any: words("pip install", "pip download", "ensurepip")},
+	"apt":       {any: words("install", "update", "upgrade", "dist-upgrade", "full-upgrade", "download", "source", "build-dep")},
+	"apt-get":   {any: words("install", "update", "upgrade", "dist-upgrade", "download", "source", "build-dep")},
+	"apk":       {any: words("add", "update", "upgrade", "fetch")},
+	"yum":       {any: words("install", "update", "upgrade", "makecache", "download")},
+	"dnf":       {any: words("install", "update", "upgrade", "makecache", "download")},
+	"zypper":    {any: words("install", "in", "refresh", "ref", "update", "up")},
+	"brew":      {any: words("install", "update", "upgrade", "fetch", "tap", "reinstall")},
+	"go":        {any: words("get", "install", "mod download", "mod tidy")},
+	"cargo":     {any: words("install", "fetch", "add", "update", "search", "publish", "login")},
+	"gem":       {any: words("install", "update", "fetch", "push", "sources")},
+	"bundle":    {any: words("install", "update")},
+	"composer":  {any: words("install", "require", "update", "create-project")},
+	"docker":    {any: words("pull", "push", "login", "search", "build")},
+	"terraform": {any: words("init", "plan", "apply", "destroy")},
+}
+
+// networkReason returns a description when the command (program base name
+// and argument words, wildcards included as "") reaches the network.
+func networkReason(base string, args []string) (string, bool) {
+	np, ok := networkPrograms[base]
+	if !ok {
+		if _, name, isInterp := interpreterFor(base); isInterp && name == "python" {
+			np, ok = networkPrograms["python"]
+		} else if strings.HasPrefix(base, "pip") && strings.TrimLeft(base[3:], "0123456789.") == "" {
+			np, ok = networkPrograms["pip"]
+		}
+	}
+	if !ok {
+		return "", false
+	}
+	if len(np.any) == 0 {
+		return base + " reaches the network", true
+	}
+	if np.noArg && len(args) == 0 {
+		return base + " with no arguments installs packages from the network", true
+	}
+	have := make(map[string]bool, len(args))
+	for _, a := range args {
+		have[a] = true
+	}
+	for _, alt := range np.any {
+		all := true
+		for _, w := range alt {
+			if !have[w] {
+				all = false
+				break
+			}
+		}
+		if all {
+			return base + " " + strings.Join(alt, " ") + " reaches the network", true
+		}
+	}
+	return "", false
+}
+
+// gitCodeOptions are git arguments that make git run a command or code given
+// as a string (configuration that names a program, hooks, aliases).
+var gitCodeOptions = []string{"-c", "--config-env", "--exec-path", "--upload-pack", "--receive-pack",
+	"--ext-diff", "--extcmd", "-x", "--exec", "foreach", "filter-branch", "run"}
+
+// gitConfigCodeKeys are configuration keys whose value is a program git runs.
+var gitConfigCodeKeys = []string{"alias.", "core.pager", "core.sshcommand", "core.editor",
+	"core.hookspath", "core.fsmonitor", "core.askpass", "diff.external", "sequence.editor",
+	"credential.helper", "gpg.program", "pager.", "filter.", ".textconv", ".command", "include.path", "includeif."}
+
+// gitCodeTrigger returns the git argument that makes it run code, if any.
+func gitCodeTrigger(args []string) (string, bool) {
+	for i, a := range args {
+		for _, o := range gitCodeOptions {
+			if a == o || strings.HasPrefix(a, o+"=") {
+				if o == "run" && !(i > 0 && args[i-1] == "bisect") {
+					continue
+				}
+				if o == "-x" && !containsWord(args, "rebase") && !containsWord(args, "difftool") {
+					continue
+				}
+				return a, true
+			}
+		}
+		if a == "config" {
+			for _, k := range args[i+1:] {
+				lk := strings.ToLower(k)
+				for _, key := range gitConfigCodeKeys {
+					if strings.HasPrefix(lk, key) || (strings.HasPrefix(key, ".") && strings.Contains(lk, key)) {
+						return "config", true
+					}
+				}
+			}
+		}
+	}
+	return "", false
+}
+
+func containsWord(ws []string, w string) bool {
+	for _, x := range ws {
+		if x == w {
+			return true
+		}
+	}
+	return false
+}
+
+// findExecActions are find's actions that run a command.
+var findExecActions = setOf("-exec", "-execdir", "-ok", "-okdir")
+
+func setOf(ws ...string) map[string]bool {
+	m := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		m[w] = true
+	}
+	return m
+}
+
+// systemBinDirs hold the programs an allow rule may name by base name: a
+// program there is the program of that name.
+var systemBinDirs = setOf("/bin", "/usr/bin", "/usr/local/bin", "/sbin", "/usr/sbin", "/usr/local/sbin")
+
+// baseName is the program name rules match: the last element of a path.
+func baseName(prog string) string {
+	if !strings.Contains(prog, "/") {
+		return prog
+	}
+	b := path.Base(prog)
+	if b == "/" || b == "." {
+		return prog
+	}
+	return b
+}

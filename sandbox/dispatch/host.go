@@ -1,0 +1,297 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/sandbox"
+)
+
+// Host defaults.
+const (
+	// DefaultMaxConcurrent bounds the requests a host serves at once; more
+	// wait in the subscription (NATS spreads load over the queue group).
+	DefaultMaxConcurrent = 64
+	// DefaultHostOpTimeout bounds every operation but exec (bounded by its
+	// own timeout) on the host.
+	DefaultHostOpTimeout = 5 * time.Minute
+	// MaxCachedSandboxes bounds a host's cache of opened sandboxes; past it
+	// the cache is emptied (reopening is cheap and always correct).
+	MaxCachedSandboxes = 1024
+)
+
+// Host serves sandbox providers on their subjects for one namespace.
+//
+// Failure behaviour: a panic in a provider is recovered and answered with
+// CodeProvider; a malformed payload is answered with CodeBadRequest; a reply
+// larger than the connection's max payload is replaced by a CodeTooLarge
+// error. If the host dies mid-request the client gets no reply (its request
+// times out with CodeUnavailable) and later requests go to the other hosts of
+// the queue group, which reopen the sandbox from the request's Info.
+type Host struct {
+	nc        *nats.Conn
+	ns        string
+	providers map[string]sandbox.Provider
+	subs      []*nats.Subscription
+	sem       chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	served    atomic.Int64
+
+	mu    sync.Mutex
+	cache map[string]sandbox.Sandbox // provider + "/" + sandbox ID
+}
+
+// NewHost subscribes to the subjects of every provider in namespace ns (""
+// means DefaultNamespace) and serves them until Close.
+func NewHost(nc *nats.Conn, ns string, providers ...sandbox.Provider) (*Host, error) {
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if err := checkToken("namespace", ns); err != nil {
+		return nil, err
+	}
+	if len(providers) == 0 {
+		return nil, perr.New(sandbox.CodeBadRequest, "pass at least one provider (local, docker, e2b)", "a sandbox host needs a provider to serve")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Host{nc: nc, ns: ns, providers: map[string]sandbox.Provider{}, sem: make(chan struct{}, DefaultMaxConcurrent),
+		ctx: ctx, cancel: cancel, cache: map[string]sandbox.Sandbox{}}
+	for _, p := range providers {
+		name := p.Name()
+		if err := checkToken("provider name", name); err != nil {
+			h.Close()
+			return nil, err
+		}
+		h.providers[name] = p
+		sub, err := nc.QueueSubscribe(Subject(ns, name, "*"), QueueGroup(name), h.dispatch)
+		if err != nil {
+			h.Close()
+			return nil, perr.Wrap(err, sandbox.CodeProvider, "check the NATS connection", "cannot subscribe to %s", Subject(ns, name, "*"))
+		}
+		h.subs = append(h.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		h.Close()
+		return nil, perr.Wrap(err, sandbox.CodeProvider, "check the NATS connection", "cannot confirm the sandbox host's subscriptions")
+	}
+	return h, nil
+}
+
+// Served reports how many requests this host has answered.
+func (h *Host) Served() int64 { return h.served.Load() }
+
+// Close stops taking requests, cancels those in progress (a running exec is
+// killed and answered as timed out) and waits for their replies.
+func (h *Host) Close() error {
+	for _, s := range h.subs {
+		_ = s.Unsubscribe()
+	}
+	h.cancel()
+	h.wg.Wait()
+	return nil
+}
+
+// dispatch runs in the subscription's goroutine: it takes a slot and serves
+// the request in its own goroutine, so a long exec does not block others.
+func (h *Host) dispatch(msg *nats.Msg) {
+	select {
+	case h.sem <- struct{}{}:
+	case <-h.ctx.Done():
+		return
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer func() { <-h.sem }()
+		h.reply(msg, h.serve(msg))
+	}()
+}
+
+// reply answers msg with result (or the error it holds).
+func (h *Host) reply(msg *nats.Msg, r Reply) {
+	if msg.Reply == "" {
+		return
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		data, _ = json.Marshal(Reply{Error: toWire(perr.Wrap(err, sandbox.CodeProvider, "", "cannot encode the reply"))})
+	}
+	if max := h.nc.MaxPayload(); max > 0 && int64(len(data)) > max {
+		data, _ = json.Marshal(Reply{Error: toWire(perr.New(sandbox.CodeTooLarge,
+			"ask for less: read with offset/limit, narrow glob or grep, or raise the NATS max_payload",
+			"the reply to %s is %d bytes, over the NATS max payload of %d bytes", msg.Subject, len(data), max))})
+	}
+	if err := msg.Respond(data); err == nil {
+		h.served.Add(1)
+	}
+}
+
+// serve decodes and runs one request. It never panics.
+func (h *Host) serve(msg *nats.Msg) (r Reply) {
+	op := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+	defer func() {
+		if p := recover(); p != nil {
+			r = Reply{Error: toWire(perr.New(sandbox.CodeProvider, "report this bug with the request that caused it",
+				"the sandbox host panicked serving %s: %v", msg.Subject, p))}
+		}
+	}()
+	result, err := h.run(msg.Subject, op, msg.Data)
+	if err != nil {
+		return Reply{Error: toWire(err)}
+	}
+	data, err := json.Marshal(result)
+	if err != nil {
+		return Reply{Error: toWire(perr.Wrap(err, sandbox.CodeProvider, "", "cannot encode the %s result", op))}
+	}
+	return Reply{Result: data}
+}
+
+// provider returns the provider a subject names.
+func (h *Host) provider(subject string) (sandbox.Provider, error) {
+	// polos.<ns>.sandbox.<provider>.<op>
+	parts := strings.Split(subject, ".")
+	if len(parts) != 5 {
+		return nil, perr.New(sandbox.CodeBadRequest, "use polos.<ns>.sandbox.<provider>.<op>", "subject %q has the wrong shape", subject)
+	}
+	p, ok := h.providers[parts[3]]
+	if !ok {
+		return nil, perr.New(sandbox.CodeBadRequest, "", "this host does not serve provider %q", parts[3])
+	}
+	return p, nil
+}
+
+func (h *Host) run(subject, op string, data []byte) (any, error) {
+	p, err := h.provider(subject)
+	if err != nil {
+		return nil, err
+	}
+	req, err := DecodeRequest(op, data)
+	if err != nil {
+		return nil, err
+	}
+	if req.Info != nil && req.Info.Provider != p.Name() {
+		return nil, perr.New(sandbox.CodeBadRequest, "send the request to the subject of the sandbox's provider",
+			"sandbox %s belongs to provider %q, but the request came on %s", req.Info.ID, req.Info.Provider, subject)
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	if op != sandbox.OpExec {
+		ctx, cancel = context.WithTimeout(ctx, DefaultHostOpTimeout)
+		defer cancel()
+	}
+
+	switch op {
+	case sandbox.OpCreate:
+		sb, err := p.Create(ctx, req.Spec)
+		if err != nil {
+			return nil, err
+		}
+		h.put(p, sb)
+		return sb.Info(), nil
+	case OpOpen:
+		// Always ask the provider: open is how a client learns the sandbox is lost.
+		sb, err := p.Open(ctx, *req.Info, req.Spec)
+		if err != nil {
+			h.forget(p, *req.Info)
+			return nil, err
+		}
+		h.put(p, sb)
+		return sb.Info(), nil
+	case sandbox.OpDestroy:
+		h.forget(p, *req.Info)
+		return struct{}{}, p.Destroy(ctx, *req.Info)
+	}
+
+	sb, err := h.open(ctx, p, req)
+	if err != nil {
+		return nil, err
+	}
+	result, err := runTool(ctx, sb, op, req.Req)
+	if perr.Has(err, sandbox.CodeSandboxLost) {
+		h.forget(p, *req.Info)
+	}
+	return result, err
+}
+
+// runTool decodes the tool request of op and runs it on sb.
+func runTool(ctx context.Context, sb sandbox.Sandbox, op string, raw json.RawMessage) (any, error) {
+	switch op {
+	case sandbox.OpExec:
+		return call(ctx, op, raw, sb.Exec)
+	case sandbox.OpRead:
+		return call(ctx, op, raw, sb.Read)
+	case sandbox.OpWrite:
+		return call(ctx, op, raw, sb.Write)
+	case sandbox.OpEdit:
+		return call(ctx, op, raw, sb.Edit)
+	case sandbox.OpGlob:
+		return call(ctx, op, raw, sb.Glob)
+	case sandbox.OpGrep:
+		return call(ctx, op, raw, sb.Grep)
+	}
+	return nil, perr.New(sandbox.CodeBadRequest, "use one of "+strings.Join(Ops, ", "), "unknown sandbox operation %q", op)
+}
+
+func call[Req, Res any](ctx context.Context, op string, raw json.RawMessage, fn func(context.Context, Req) (Res, error)) (any, error) {
+	var req Req
+	if err := decodeToolRequest(op, raw, &req); err != nil {
+		return nil, err
+	}
+	res, err := fn(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func cacheKey(provider, id string) string { return provider + "/" + id }
+
+func (h *Host) put(p sandbox.Provider, sb sandbox.Sandbox) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.cache) >= MaxCachedSandboxes {
+		clear(h.cache)
+	}
+	h.cache[cacheKey(p.Name(), sb.Info().ID)] = sb
+}
+
+func (h *Host) forget(p sandbox.Provider, info sandbox.Info) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.cache, cacheKey(p.Name(), info.ID))
+}
+
+// open returns the cached sandbox of the request's Info, or opens it.
+func (h *Host) open(ctx context.Context, p sandbox.Provider, req Request) (sandbox.Sandbox, error) {
+	key := cacheKey(p.Name(), req.Info.ID)
+	h.mu.Lock()
+	sb, ok := h.cache[key]
+	h.mu.Unlock()
+	if ok {
+		return sb, nil
+	}
+	sb, err := p.Open(ctx, *req.Info, req.Spec)
+	if err != nil {
+		return nil, err
+	}
+	h.put(p, sb)
+	return sb, nil
+}
+
+// String names the host for logs.
+func (h *Host) String() string {
+	names := make([]string, 0, len(h.providers))
+	for n := range h.providers {
+		names = append(names, n)
+	}
+	return fmt.Sprintf("sandbox host ns=%s providers=%s", h.ns, strings.Join(names, ","))
+}

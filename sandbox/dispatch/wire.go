@@ -1,0 +1,126 @@
+// Package dispatch carries sandbox operations over NATS request/reply, so an
+// executor reaches sandboxes without Docker, or the workspace, on its own
+// machine.
+//
+// Subjects: polos.<ns>.sandbox.<provider>.<op>, op one of create, open,
+// destroy, exec, read, write, edit, glob, grep. Hosts subscribe to
+// polos.<ns>.sandbox.<provider>.* in the queue group "polos-sandbox-<provider>",
+// so each request reaches one host and more hosts add capacity. Hosts keep no
+// sandbox state that matters: any host can serve any request for a sandbox by
+// reopening it from the Info carried in the request.
+//
+// Payloads are JSON. A request is {"info":..., "spec":..., "req":...}: create
+// carries spec only; open and destroy carry info (and spec); the tool ops
+// carry info, spec and req, the tool request of package sandbox. A reply is
+// {"result":...} or {"error":{"code":..., "message":..., "fix":...}}; the
+// client turns an error back into a *perr.Error with the same code.
+package dispatch
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/sandbox"
+)
+
+// OpOpen reattaches to an existing sandbox (Provider.Open). It extends the
+// operations named in package sandbox.
+const OpOpen = "open"
+
+// DefaultNamespace is the namespace when none is given.
+const DefaultNamespace = "default"
+
+// Ops are the operations a host serves, each the last token of its subject.
+var Ops = []string{sandbox.OpCreate, OpOpen, sandbox.OpDestroy, sandbox.OpExec, sandbox.OpRead,
+	sandbox.OpWrite, sandbox.OpEdit, sandbox.OpGlob, sandbox.OpGrep}
+
+// Subject is the subject of op on provider's sandboxes in namespace ns.
+func Subject(ns, provider, op string) string {
+	return "polos." + ns + ".sandbox." + provider + "." + op
+}
+
+// QueueGroup is the queue group of the hosts serving provider.
+func QueueGroup(provider string) string { return "polos-sandbox-" + provider }
+
+// checkToken refuses names that would change a subject's shape.
+func checkToken(kind, s string) error {
+	if s == "" || strings.ContainsAny(s, ".*> \t\r\n") {
+		return perr.New(sandbox.CodeBadRequest, "use a non-empty name without '.', '*', '>' or spaces",
+			"%s %q cannot be a NATS subject token", kind, s)
+	}
+	return nil
+}
+
+// Request is the payload of every sandbox request.
+type Request struct {
+	Info *sandbox.Info   `json:"info,omitempty"`
+	Spec sandbox.Spec    `json:"spec"`
+	Req  json.RawMessage `json:"req,omitempty"`
+}
+
+// Reply is the payload of every reply: a result or an error.
+type Reply struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  *WireError      `json:"error,omitempty"`
+}
+
+// WireError is a coded error as it travels.
+type WireError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"`
+}
+
+// toWire flattens err: a coded error keeps its code and fix, and its cause is
+// folded into the message; any other error becomes CodeProvider.
+func toWire(err error) *WireError {
+	var pe *perr.Error
+	if !errors.As(err, &pe) {
+		return &WireError{Code: string(sandbox.CodeProvider), Message: err.Error()}
+	}
+	msg := pe.Msg
+	if pe.Cause != nil {
+		msg += ": " + pe.Cause.Error()
+	}
+	return &WireError{Code: string(pe.Code), Message: msg, Fix: pe.Fix}
+}
+
+func (w *WireError) toErr() error {
+	code := perr.Code(w.Code)
+	if code == "" {
+		code = sandbox.CodeProvider
+	}
+	return &perr.Error{Code: code, Msg: w.Message, Fix: w.Fix}
+}
+
+// DecodeRequest parses a request payload for op. It never panics; a
+// malformed payload is a CodeBadRequest error saying what was expected.
+func DecodeRequest(op string, data []byte) (Request, error) {
+	var r Request
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Request{}, perr.Wrap(err, sandbox.CodeBadRequest, "send a JSON object {\"info\":..., \"spec\":..., \"req\":...}",
+			"malformed sandbox %s request", op)
+	}
+	if op != sandbox.OpCreate {
+		if r.Info == nil || r.Info.ID == "" {
+			return Request{}, perr.New(sandbox.CodeBadRequest, "send the sandbox Info that create returned in \"info\"",
+				"sandbox %s request has no sandbox info", op)
+		}
+	}
+	return r, nil
+}
+
+// decodeToolRequest parses the "req" member into v.
+func decodeToolRequest(op string, raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return perr.New(sandbox.CodeBadRequest, "send the tool request in \"req\"", "sandbox %s request has no \"req\"", op)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return perr.Wrap(err, sandbox.CodeBadRequest, fmt.Sprintf("send the %s request as documented in package sandbox", op),
+			"malformed sandbox %s request", op)
+	}
+	return nil
+}

@@ -1,0 +1,16 @@
+package sandbox
+
+import "github.com/polos-run/polos/internal/perr"
+
+// Stable error codes of the sandbox tools.
+const (
+	CodeBadRequest       perr.Code = "SANDBOX_BAD_REQUEST"       // malformed or missing arguments
+	CodeNotFound         perr.Code = "SANDBOX_NOT_FOUND"         // file or directory missing
+	CodeOutsideWorkspace perr.Code = "SANDBOX_OUTSIDE_WORKSPACE" // path escapes the workspace
+	CodeBinaryFile       perr.Code = "SANDBOX_BINARY_FILE"       // read of a non-text file
+	CodeTooLarge         perr.Code = "SANDBOX_TOO_LARGE"         // file over the size cap
+	CodeEditMismatch     perr.Code = "SANDBOX_EDIT_MISMATCH"     // old_text found 0 or >1 times
+	CodeSandboxLost      perr.Code = "SANDBOX_LOST"              // the sandbox no longer exists
+	CodeProvider         perr.Code = "SANDBOX_PROVIDER"          // the provider failed (engine, API)
+	CodeUnavailable      perr.Code = "SANDBOX_UNAVAILABLE"       // no sandbox host answered
+)
