@@ -52,6 +52,36 @@ func (e *Executor) acquireLease(ctx context.Context, runID string) (*lease, erro
 		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "lease bucket unavailable")
 	}
 	l := &lease{nc: e.nc, kv: kv, key: e.opts.Namespace + "." + runID, owner: e.opts.ID}
+	// A compare-and-swap conflict is not proof of a rival: our own previous
+	// release (published without waiting) may land between the read and the
+	// write. Re-read a few times; only a live record naming another owner
+	// makes the run busy.
+	for attempt := 0; ; attempt++ {
+		err = l.tryAcquire(ctx, kv, runID)
+		if err == nil {
+			break
+		}
+		if !events.IsCASConflict(err) {
+			return nil, err
+		}
+		if attempt+1 >= leaseAcquireAttempts {
+			return nil, perr.New(CodeRunBusy, "none needed: the task is retried shortly", "run %s was just taken by another executor", runID)
+		}
+	}
+	l.stop, l.done = make(chan struct{}), make(chan struct{})
+	go l.renew()
+	return l, nil
+}
+
+// leaseAcquireAttempts bounds the re-reads after a compare-and-swap conflict
+// on the lease key.
+const leaseAcquireAttempts = 4
+
+// tryAcquire makes one read-then-write attempt. It returns a CodeRunBusy
+// error when another live executor holds the lease, the raw conflict error
+// when the key changed between the read and the write, and sets l.rev on
+// success.
+func (l *lease) tryAcquire(ctx context.Context, kv jetstream.KeyValue, runID string) error {
 	rec, _ := json.Marshal(leaseRecord{Owner: l.owner, Expires: time.Now().Add(DefaultLeaseTTL)})
 	entry, err := kv.Get(ctx, l.key)
 	switch {
@@ -62,20 +92,15 @@ func (e *Executor) acquireLease(ctx context.Context, runID string) (*lease, erro
 		var cur leaseRecord
 		_ = json.Unmarshal(entry.Value(), &cur)
 		if cur.Owner != l.owner && time.Now().Before(cur.Expires) {
-			return nil, perr.New(CodeRunBusy, "none needed: the task is retried shortly",
+			return perr.New(CodeRunBusy, "none needed: the task is retried shortly",
 				"run %s is being advanced by %s until %s", runID, cur.Owner, cur.Expires.Format(time.RFC3339Nano))
 		}
 		l.rev, err = kv.Update(ctx, l.key, rec, entry.Revision())
 	}
-	if err != nil {
-		if events.IsCASConflict(err) {
-			return nil, perr.New(CodeRunBusy, "none needed: the task is retried shortly", "run %s was just taken by another executor", runID)
-		}
-		return nil, perr.Wrap(err, events.CodeStoreIO, "", "cannot take the lease of run %s", runID)
+	if err != nil && !events.IsCASConflict(err) {
+		return perr.Wrap(err, events.CodeStoreIO, "", "cannot take the lease of run %s", runID)
 	}
-	l.stop, l.done = make(chan struct{}), make(chan struct{})
-	go l.renew()
-	return l, nil
+	return err
 }
 
 func (l *lease) renew() {
