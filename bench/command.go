@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/urfave/cli/v2"
 )
@@ -17,8 +18,20 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "quick", Usage: "small sizes, one repeat (under two minutes)"},
 			&cli.BoolFlag{Name: "no-fsync", Usage: "turn fsync off (benchmark only: not durable; the output says so)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text|json"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of the whole benchmark (server included) to `FILE`"},
 		},
 		Action: func(c *cli.Context) error {
+			if path := c.String("cpuprofile"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return cli.Exit("bench: cannot create the CPU profile: "+err.Error(), 1)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return cli.Exit("bench: cannot start the CPU profile: "+err.Error(), 1)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			sz := FullSizes
 			if c.Bool("quick") {
 				sz = QuickSizes
