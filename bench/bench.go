@@ -6,6 +6,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -53,6 +54,7 @@ type Report struct {
 	StepsPerSec          float64 `json:"steps_per_s"`
 	StepsPerSecGroup     float64 `json:"steps_per_s_group_commit"`
 	GroupAvgBatch        float64 `json:"group_commit_avg_batch"`
+	RunPartitions        int     `json:"run_partitions"`
 	StepUnderLoadP50us   float64 `json:"step_under_load_p50_us"`
 	StepUnderLoadP99us   float64 `json:"step_under_load_p99_us"`
 	FloorAppendsPerSecC  float64 `json:"floor_concurrent_appends_per_s"`
@@ -113,7 +115,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 		}
 		return in.N, nil
 	})
-	ex, err := executor.New(nc, js, reg, executor.Options{Namespace: "bench", Concurrency: 128, NoGroupCommit: true})
+	ex, err := executor.New(nc, js, reg, executor.Options{Namespace: "bench", Concurrency: 128})
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +129,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	}
 	st, _ := events.NewStore(nc, js, "bench", "bench-floor")
 
-	rep := &Report{Fsync: srv.Synced(), GoVersion: runtime.Version(), NatsServerVersion: embed.Version(), CPUs: runtime.NumCPU(), Repeats: sz.Repeats}
+	rep := &Report{Fsync: srv.Synced(), GoVersion: runtime.Version(), NatsServerVersion: embed.Version(), CPUs: runtime.NumCPU(), Repeats: sz.Repeats, RunPartitions: embed.RunPartitions}
 	if noSync {
 		rep.Note = "fsync OFF: figures are not durable-write figures (benchmark mode only)"
 	}
@@ -137,7 +139,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	if err := embed.Provision(ctx, js, "benchgc", 1); err != nil {
 		return nil, err
 	}
-	exG, err := executor.New(nc, js, reg, executor.Options{Namespace: "benchgc", Concurrency: 128})
+	exG, err := executor.New(nc, js, reg, executor.Options{Namespace: "benchgc", Concurrency: 128, GroupCommit: true})
 	if err != nil {
 		return nil, err
 	}
@@ -204,21 +206,11 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 
 		// 4. Throughput: concurrent runs stepping at once, and the floor
 		// for the same concurrency.
-		ids := make([]string, sz.ConcurrentRuns)
-		t0 := time.Now()
-		for i := range ids {
-			ids[i], _, err = cl.Start(ctx, "steps", map[string]any{"N": sz.StepsPerRun}, client.StartOptions{})
-			if err != nil {
-				return nil, err
-			}
+		ids, rate, err := concurrentRuns(ctx, cl, sz)
+		if err != nil {
+			return nil, err
 		}
-		for _, id := range ids {
-			if _, err := waitResult(ctx, cl, id); err != nil {
-				return nil, err
-			}
-		}
-		el := time.Since(t0)
-		sps = append(sps, float64(sz.ConcurrentRuns*sz.StepsPerRun)/el.Seconds())
+		sps = append(sps, rate)
 		var load durs
 		for _, id := range ids {
 			if v, ok := stepDur.Load(id); ok {
@@ -229,19 +221,10 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 		loadP99 = append(loadP99, load.pct(99))
 		floorC = append(floorC, concurrentFloor(ctx, js, st, sz.ConcurrentRuns, sz.StepsPerRun, rpt))
 		before := exG.Store().GroupStats()
-		t0 = time.Now()
-		for i := range ids {
-			ids[i], _, err = clG.Start(ctx, "steps", map[string]any{"N": sz.StepsPerRun}, client.StartOptions{})
-			if err != nil {
-				return nil, err
-			}
+		if _, rate, err = concurrentRuns(ctx, clG, sz); err != nil {
+			return nil, err
 		}
-		for _, id := range ids {
-			if _, err := waitResult(ctx, clG, id); err != nil {
-				return nil, err
-			}
-		}
-		spsGroup = append(spsGroup, float64(sz.ConcurrentRuns*sz.StepsPerRun)/time.Since(t0).Seconds())
+		spsGroup = append(spsGroup, rate)
 		after := exG.Store().GroupStats()
 		if b := after.Batches - before.Batches; b > 0 {
 			avgBatch = append(avgBatch, float64(after.Grouped-before.Grouped)/float64(b))
@@ -252,7 +235,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 		if err := writeHistory(ctx, st, rid, sz.ReplayEvents); err != nil {
 			return nil, err
 		}
-		t0 = time.Now()
+		t0 := time.Now()
 		hist, err := st.Load(ctx, rid, 0)
 		if err != nil {
 			return nil, err
@@ -284,6 +267,33 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	rep.FloorAppendsPerSecC = round2(median(floorC))
 	rep.Replay10kMs, rep.ReadDirectGet10kMs, rep.ReadOrderedCons10kMs = median(replayMs), median(directMs), median(orderedMs)
 	return rep, nil
+}
+
+// concurrentRuns starts sz.ConcurrentRuns runs of sz.StepsPerRun steps at
+// once (each from its own goroutine, as independent callers would) and
+// returns their IDs and the steps per second from the first start to the
+// last result.
+func concurrentRuns(ctx context.Context, cl *client.Client, sz Sizes) ([]string, float64, error) {
+	ids := make([]string, sz.ConcurrentRuns)
+	errs := make([]error, sz.ConcurrentRuns)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := range ids {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ids[i], _, errs[i] = cl.Start(ctx, "steps", map[string]any{"N": sz.StepsPerRun}, client.StartOptions{})
+			if errs[i] == nil {
+				_, errs[i] = waitResult(ctx, cl, ids[i])
+			}
+		}(i)
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	if err := errors.Join(errs...); err != nil {
+		return nil, 0, err
+	}
+	return ids, float64(sz.ConcurrentRuns*sz.StepsPerRun) / el.Seconds(), nil
 }
 
 // writeHistory writes a completed run of n events: run_started, n-2

@@ -290,7 +290,7 @@ func (c *Client) waitTerminal(ctx context.Context, id string, after uint64) erro
 	for _, t := range []events.Type{events.RunCompleted, events.RunFailed, events.RunCancelled} {
 		subjects = append(subjects, c.store.Subject(id, t))
 	}
-	cons, err := c.js.OrderedConsumer(ctx, embed.RunsStream, jetstream.OrderedConsumerConfig{
+	cons, err := c.js.OrderedConsumer(ctx, c.store.StreamOf(id), jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1})
 	if err != nil {
 		return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
@@ -485,53 +485,6 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]events.Summary, erro
 		out = out[:f.Limit]
 	}
 	return out, nil
-}
-
-// Follow delivers the run's events with a sequence above fromSeq, in order,
-// with no gap and no duplicate, and keeps following new ones until ctx is
-// done or fn returns an error (io.EOF-like sentinel to stop). runID "" follows every run
-// of the namespace.
-func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn func(events.Event) error) error {
-	filter := "polos." + c.ns + ".run.>"
-	if runID != "" {
-		filter = c.store.RunFilter(runID)
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
-	if fromSeq > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = fromSeq + 1
-	}
-	cons, err := c.js.OrderedConsumer(ctx, embed.RunsStream, cfg)
-	if err != nil {
-		return perr.Wrap(err, CodeUnreachable, "", "cannot follow run events")
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return perr.Wrap(err, CodeUnreachable, "", "cannot follow run events")
-	}
-	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		md, _ := m.Metadata()
-		ev, err := events.Decode(m.Data())
-		if err != nil {
-			continue
-		}
-		ev.Seq = md.Sequence.Stream
-		if err := fn(ev); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
-			return err
-		}
-	}
 }
 
 // ErrStop ends Follow without an error.

@@ -2,6 +2,8 @@ package embed_test
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
 	"strings"
 	"testing"
 	"time"
@@ -17,14 +19,14 @@ import (
 func TestProvisionIsIdempotent(t *testing.T) {
 	s := testutil.StartServer(t)
 	ctx := context.Background()
-	before, _ := s.JS.Stream(ctx, embed.RunsStream)
+	before, _ := s.JS.Stream(ctx, embed.RunsStreamName(0))
 	created := before.CachedInfo().Created
 	for i := 0; i < 3; i++ {
 		if err := embed.Provision(ctx, s.JS, "default", 1); err != nil {
 			t.Fatalf("provision #%d: %v", i+2, err)
 		}
 	}
-	after, _ := s.JS.Stream(ctx, embed.RunsStream)
+	after, _ := s.JS.Stream(ctx, embed.RunsStreamName(0))
 	if !after.CachedInfo().Created.Equal(created) {
 		t.Fatal("stream was recreated by a second Provision")
 	}
@@ -48,7 +50,7 @@ func TestProvisionUpdatesDriftAndReportsImmutableDrift(t *testing.T) {
 	if err := embed.Provision(ctx, s.JS, "default", 1); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := s.JS.Stream(ctx, embed.RunsStream)
+	st, _ := s.JS.Stream(ctx, embed.RunsStreamName(0))
 	if !st.CachedInfo().Config.AllowDirect {
 		t.Fatal("drift in allow_direct was not repaired")
 	}
@@ -56,7 +58,12 @@ func TestProvisionUpdatesDriftAndReportsImmutableDrift(t *testing.T) {
 	if err := s.JS.DeleteStream(ctx, embed.EventsStream); err != nil {
 		t.Fatal(err)
 	}
-	bad := embed.StreamConfigs(1)[2]
+	var bad jetstream.StreamConfig
+	for _, c := range embed.StreamConfigs(1) {
+		if c.Name == embed.EventsStream {
+			bad = c
+		}
+	}
 	bad.Storage = jetstream.MemoryStorage
 	if _, err := s.JS.CreateStream(ctx, bad); err != nil {
 		t.Fatal(err)
@@ -115,4 +122,29 @@ func TestScheduledTaskReachesWorkQueue(t *testing.T) {
 		t.Fatalf("payload %q", got.Data())
 	}
 	_ = got.Ack()
+}
+
+// TestRunPartitionIsTheDocumentedHash pins the partition function: it is
+// part of the subject contract (docs/subjects.md), so other programs can
+// compute it with any FNV-1a implementation.
+func TestRunPartitionIsTheDocumentedHash(t *testing.T) {
+	seen := map[int]int{}
+	for i := 0; i < 1000; i++ {
+		id := fmt.Sprintf("run_%d", i)
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		want := int(h.Sum32() % embed.RunPartitions)
+		if got := embed.RunPartition(id); got != want {
+			t.Fatalf("RunPartition(%q) = %d, want FNV-1a %% %d = %d", id, got, embed.RunPartitions, want)
+		}
+		seen[want]++
+	}
+	for p := 0; p < embed.RunPartitions; p++ {
+		if seen[p] < 1000/embed.RunPartitions/2 {
+			t.Fatalf("partition %d got %d of 1000 runs: %v", p, seen[p], seen)
+		}
+	}
+	if embed.RunsStreamName(3) != "POLOS_RUNS_3" {
+		t.Fatalf("stream name %s", embed.RunsStreamName(3))
+	}
 }

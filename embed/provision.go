@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,7 +16,7 @@ import (
 // Names of everything Polos provisions. They are part of the public contract
 // (documented in README "NATS subjects and streams").
 const (
-	RunsStream   = "POLOS_RUNS"      // durable run histories: polos.<ns>.run.<runID>.<event>
+	RunsStream   = "POLOS_RUNS"      // prefix of the run-history partitions POLOS_RUNS_<p>: polos.<ns>.run.<p>.<runID>.<event>
 	TasksStream  = "POLOS_TASKS"     // work queue: polos.<ns>.task.<queue>, timers: polos.<ns>.sched.<runID>.<key>
 	EventsStream = "POLOS_EVENTS"    // topics for WaitForEvent: polos.<ns>.event.<topic>
 	RunsKV       = "polos_runs"      // derived run index (rebuildable from POLOS_RUNS)
@@ -41,6 +42,32 @@ const (
 	DefaultMaxAckPending = 10_000
 )
 
+// RunPartitions is how many streams hold run histories. A run lives in
+// partition RunPartition(runID), stream RunsStreamName(p), subjects
+// polos.<ns>.run.<p>.<runID>.<event>. With fsync on every write a stream
+// stores one message at a time, so partitions are what let concurrent runs
+// use the disk in parallel (docs/adr/0005-run-partitions.md). Every client,
+// executor and subscriber must agree on it: it is part of the subject
+// contract, not a tuning knob.
+const RunPartitions = 4
+
+// RunPartition is the partition of a run: FNV-1a (32-bit) of the run ID,
+// modulo RunPartitions.
+func RunPartition(runID string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(runID); i++ {
+		h ^= uint32(runID[i])
+		h *= 16777619
+	}
+	return int(h % RunPartitions)
+}
+
+// RunsStreamName is the stream of partition p: POLOS_RUNS_<p>.
+func RunsStreamName(p int) string { return RunsStream + "_" + strconv.Itoa(p) }
+
+// RunsStreamOf is the stream holding run runID.
+func RunsStreamOf(runID string) string { return RunsStreamName(RunPartition(runID)) }
+
 // ExecutorConsumer is the durable pull consumer all executors of a
 // namespace share.
 func ExecutorConsumer(ns string) string { return "polos_executors_" + ns }
@@ -51,11 +78,12 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 	if replicas < 1 {
 		replicas = 1
 	}
-	return []jetstream.StreamConfig{
-		{
-			Name:               RunsStream,
-			Description:        "Polos run histories (the source of truth)",
-			Subjects:           []string{"polos.*.run.>"},
+	var cfgs []jetstream.StreamConfig
+	for p := 0; p < RunPartitions; p++ {
+		cfgs = append(cfgs, jetstream.StreamConfig{
+			Name:               RunsStreamName(p),
+			Description:        "Polos run histories, partition " + strconv.Itoa(p) + " (the source of truth)",
+			Subjects:           []string{"polos.*.run." + strconv.Itoa(p) + ".>"},
 			Storage:            jetstream.FileStorage,
 			Retention:          jetstream.LimitsPolicy,
 			Discard:            jetstream.DiscardNew, // a full store refuses writes; it never drops history
@@ -63,7 +91,9 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 			AllowDirect:        true,
 			AllowAtomicPublish: true,
 			Replicas:           replicas,
-		},
+		})
+	}
+	return append(cfgs, []jetstream.StreamConfig{
 		{
 			Name:              TasksStream,
 			Description:       "Polos work queue and durable timers",
@@ -86,7 +116,7 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 			AllowDirect: true,
 			Replicas:    replicas,
 		},
-	}
+	}...)
 }
 
 // Provision creates or verifies every stream, KV bucket and the object

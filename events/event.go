@@ -2,7 +2,8 @@
 // (versioned msgpack with a digest) and the JetStream event store.
 //
 // The history of a run is the ordered list of its events on the subjects
-// polos.<ns>.run.<runID>.<type>. It is the only authoritative state of a run.
+// polos.<ns>.run.<partition>.<runID>.<type>, in stream POLOS_RUNS_<partition>
+// (embed.RunPartition). It is the only authoritative state of a run.
 package events
 
 import (
@@ -11,7 +12,7 @@ import (
 )
 
 // Type is the kind of an event; it is also the last token of its subject,
-// so `polos.*.run.*.suspended` selects every approval request.
+// so `polos.*.run.*.*.suspended` selects every approval request.
 type Type string
 
 // Event types. Positional events (steps, values, timers, suspends, waits,
@@ -84,8 +85,12 @@ type Event struct {
 	Err     *ErrorInfo        `msgpack:"e,omitempty" json:"error,omitempty"`
 	Attrs   map[string]string `msgpack:"x,omitempty" json:"attrs,omitempty"`
 
-	// Seq is the stream sequence; set when read or appended, not encoded.
+	// Seq is the sequence in the run's partition stream; set when read or
+	// appended, not encoded.
 	Seq uint64 `msgpack:"-" json:"seq"`
+	// Cursor is the resume position over all runs just past this event;
+	// set only when following every run (client.FollowAll).
+	Cursor string `msgpack:"-" json:"cursor,omitempty"`
 	// Digest is the sha256 of the encoded event; set by Encode/Decode.
 	Digest string `msgpack:"-" json:"digest,omitempty"`
 }

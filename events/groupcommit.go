@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/internal/perr"
 )
 
@@ -49,10 +51,10 @@ type groupResult struct {
 }
 
 // committer gathers appends that arrive while a batch is being stored and
-// stores them as the next atomic batch: one fsync for all of them, each
-// message keeping its own per-run compare-and-swap. With fsync on every
-// write, one stream stores about one fsync at a time; this is what turns
-// concurrent runs into throughput (docs/adr/0004-group-commit.md).
+// stores them as the next atomic batch per run partition, each message
+// keeping its own per-run compare-and-swap. It saves round trips, not
+// fsyncs: a single-replica file store still syncs every message of a batch
+// (docs/adr/0004-group-commit.md), which is why it is opt-in.
 type committer struct {
 	s        *Store
 	ch       chan *groupItem
@@ -76,7 +78,7 @@ func (s *Store) GroupStats() GroupStats {
 }
 
 // EnableGroupCommit turns on group commit for this store's appends. It is
-// safe only on a stream with AllowAtomicPublish (POLOS_RUNS has it).
+// safe only on streams with AllowAtomicPublish (the POLOS_RUNS_<p> partitions have it).
 func (s *Store) EnableGroupCommit() {
 	if s.group != nil {
 		return
@@ -118,7 +120,27 @@ func (c *committer) loop() {
 				it.done <- groupResult{seq, err}
 				return
 			}
-			c.storeBatch(batch)
+			// An atomic batch commits into one stream: split by partition.
+			parts := map[int][]*groupItem{}
+			for _, it := range batch {
+				p := embed.RunPartition(it.runID)
+				parts[p] = append(parts[p], it)
+			}
+			var wg sync.WaitGroup
+			for _, part := range parts {
+				wg.Add(1)
+				go func(part []*groupItem) {
+					defer wg.Done()
+					if len(part) == 1 {
+						it := part[0]
+						seq, err := c.s.appendSingle(it.ctx, it.runID, it.expected, it.ev, it.data)
+						it.done <- groupResult{seq, err}
+						return
+					}
+					c.storeBatch(part)
+				}(part)
+			}
+			wg.Wait()
 		}(batch)
 	}
 }

@@ -158,12 +158,22 @@ func (s *Store) WithWriter(w string) *Store {
 func (s *Store) DropAcks(fn func() bool) { s.dropAck = fn }
 
 // RunFilter is the wildcard covering every event subject of a run.
-func (s *Store) RunFilter(runID string) string { return "polos." + s.ns + ".run." + runID + ".>" }
+func (s *Store) RunFilter(runID string) string { return s.runPrefix(runID) + ">" }
 
 // Subject is the subject of one event.
-func (s *Store) Subject(runID string, t Type) string {
-	return "polos." + s.ns + ".run." + runID + "." + string(t)
+func (s *Store) Subject(runID string, t Type) string { return s.runPrefix(runID) + string(t) }
+
+// runPrefix is "polos.<ns>.run.<partition>.<runID>.".
+func (s *Store) runPrefix(runID string) string {
+	return "polos." + s.ns + ".run." + strconv.Itoa(embed.RunPartition(runID)) + "." + runID + "."
 }
+
+// AllRunsFilter covers every event of every run of the namespace in
+// partition p (one stream each).
+func (s *Store) AllRunsFilter(p int) string { return "polos." + s.ns + ".run." + strconv.Itoa(p) + ".>" }
+
+// StreamOf is the stream that holds run runID's history.
+func (s *Store) StreamOf(runID string) string { return embed.RunsStreamOf(runID) }
 
 // Append appends ev to the run's history if the run's last sequence is
 // still expectedSeq (0 = the run has no history yet: this creates it).
@@ -327,7 +337,7 @@ func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int)
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
 	}
 	defer sub.Unsubscribe()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+embed.RunsStream, inbox, req); err != nil {
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+s.StreamOf(runID), inbox, req); err != nil {
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
 	}
 	deadline, ok := ctx.Deadline()
@@ -367,7 +377,7 @@ func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int)
 // LoadOrdered reads the run's events after afterSeq through an ordered
 // consumer (no blob loading). Load uses it for long histories.
 func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) ([]Event, error) {
-	c, err := s.js.OrderedConsumer(ctx, embed.RunsStream, jetstream.OrderedConsumerConfig{
+	c, err := s.js.OrderedConsumer(ctx, s.StreamOf(runID), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{s.RunFilter(runID)},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    afterSeq + 1,

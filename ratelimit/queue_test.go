@@ -125,11 +125,15 @@ func newClient(t *testing.T, srv *testutil.Server) *client.Client {
 	return cl
 }
 
-// hold is a span of the runs-stream sequence during which a run held a slot.
+// hold is a span of time during which a run held a slot. Runs live in
+// several streams (docs/adr/0005-run-partitions.md), so spans are measured
+// with the writers' timestamps (every process of these tests shares one
+// clock): slot_acquired is timestamped after the slot was taken and
+// slot_released before it was given back.
 type hold struct {
 	run        string
 	key        string
-	start, end uint64
+	start, end int64
 }
 
 // holdsOf reads the slot holds of a run from its history: from each
@@ -145,13 +149,13 @@ func holdsOf(hist []events.Event) []hold {
 			if cur != nil {
 				out = append(out, *cur)
 			}
-			cur = &hold{run: e.RunID, key: e.Attr("key"), start: e.Seq, end: e.Seq}
+			cur = &hold{run: e.RunID, key: e.Attr("key"), start: e.Time, end: e.Time}
 			continue
 		}
 		if cur == nil {
 			continue
 		}
-		cur.end = e.Seq
+		cur.end = e.Time
 		if e.Type == events.Annotation && e.Name == executor.AnnotationSlotReleased {
 			out = append(out, *cur)
 			cur = nil
@@ -163,11 +167,11 @@ func holdsOf(hist []events.Event) []hold {
 	return out
 }
 
-// maxOverlap sweeps spans in sequence order and returns the most that were
+// maxOverlap sweeps spans in time order and returns the most that were
 // open at once.
 func maxOverlap(hs []hold) int {
 	type edge struct {
-		seq  uint64
+		seq  int64
 		open int
 	}
 	var es []edge

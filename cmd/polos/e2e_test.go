@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/app"
 	"github.com/polos-run/polos/internal/testutil"
@@ -450,6 +452,49 @@ func TestTailFromSeq(t *testing.T) {
 	if !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "completed") {
 		t.Fatalf("tail --all: %s", r.stdout)
 	}
+	// --all spans every run partition; resuming from the cursor printed
+	// with an event prints exactly the events that followed it.
+	for i := 0; i < 2; i++ {
+		waitStatus(t, d, startDemo(t, d, `{"delay_ms": -1}`), "waiting")
+	}
+	all := tailAllJSONL(t, d)
+	if len(all) < 6 {
+		t.Fatalf("tail --all printed %d events", len(all))
+	}
+	mid := len(all) / 2
+	resumed := tailAllJSONL(t, d, "--from-cursor", all[mid].Cursor)
+	key := func(es []events.Event) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, fmt.Sprintf("%s/%d", e.RunID, e.Seq))
+		}
+		sort.Strings(out)
+		return out
+	}
+	if fmt.Sprint(key(resumed)) != fmt.Sprint(key(all[mid+1:])) {
+		t.Fatalf("tail --all --from-cursor %s:\n got %v\nwant %v", all[mid].Cursor, key(resumed), key(all[mid+1:]))
+	}
+	if r := polos(t, d, "tail", "--all", "--from-seq", "3"); r.code != 2 || !strings.Contains(r.stderr, "--from-cursor") {
+		t.Fatalf("tail --all --from-seq: want usage error naming --from-cursor, got %d %s", r.code, r.stderr)
+	}
+}
+
+// tailAllJSONL runs `polos tail --all -o jsonl` (plus args) and decodes it.
+func tailAllJSONL(t *testing.T, d *daemon, args ...string) []events.Event {
+	t.Helper()
+	r := mustOK(t, polos(t, d, append([]string{"tail", "--all", "-o", "jsonl"}, args...)...))
+	var out []events.Event
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if l == "" {
+			continue
+		}
+		var e events.Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Cursor == "" {
+			t.Fatalf("tail --all line %q: %v (every event carries a cursor)", l, err)
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // TestBadInput checks the documented exit codes.
@@ -573,7 +618,8 @@ func TestClusterRoles(t *testing.T) {
 }
 
 // TestSubjectsContract: a plain NATS client (no Polos code) sees approval
-// requests on polos.*.run.*.suspended, as docs/subjects.md says.
+// requests on polos.*.run.*.*.suspended, as docs/subjects.md says, in the
+// partition embed.RunPartition computes.
 func TestSubjectsContract(t *testing.T) {
 	d := startPolosd(t, t.TempDir())
 	nc, err := nats.Connect(d.ready.NATSURL)
@@ -581,7 +627,7 @@ func TestSubjectsContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	sub, err := nc.SubscribeSync("polos.*.run.*.suspended")
+	sub, err := nc.SubscribeSync("polos.*.run.*.*.suspended")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -590,7 +636,7 @@ func TestSubjectsContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg.Subject != "polos.default.run."+id+".suspended" || len(msg.Data) < 2 || msg.Data[0] != 'P' || msg.Data[1] != 1 {
+	if msg.Subject != fmt.Sprintf("polos.default.run.%d.%s.suspended", embed.RunPartition(id), id) || len(msg.Data) < 2 || msg.Data[0] != 'P' || msg.Data[1] != 1 {
 		t.Fatalf("subject %s, payload % x", msg.Subject, msg.Data[:min(8, len(msg.Data))])
 	}
 	e, err := events.Decode(msg.Data)

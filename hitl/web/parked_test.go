@@ -69,9 +69,9 @@ func TestParkedRunsHoldNothing(t *testing.T) {
 	var mu sync.Mutex
 	suspended := map[string]bool{}
 	completed := map[string]chan struct{}{}
-	sub, err := e.srv.NC.Subscribe("polos.default.run.*.*", func(m *nats.Msg) {
+	sub, err := e.srv.NC.Subscribe("polos.default.run.*.*.*", func(m *nats.Msg) {
 		parts := strings.Split(m.Subject, ".")
-		id, typ := parts[3], parts[4]
+		id, typ := parts[4], parts[5]
 		mu.Lock()
 		defer mu.Unlock()
 		switch typ {

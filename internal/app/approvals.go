@@ -10,10 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/polos-run/polos/client"
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/hitl/web"
@@ -75,34 +72,18 @@ func (d *Daemon) startApprovals(ctx context.Context, mount func(pattern string, 
 	if u := os.Getenv(EnvWebhookURL); u != "" {
 		wh = &notify.Webhook{URL: u, Secret: []byte(os.Getenv(EnvWebhookSecret))}
 	}
-	cons, err := d.js.OrderedConsumer(ctx, embed.RunsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"polos." + d.o.Namespace + ".run.*." + string(events.Suspended)},
-		DeliverPolicy:  jetstream.DeliverNewPolicy})
-	if err != nil {
-		return perr.Wrap(err, CodeStartup, "", "cannot follow approval requests")
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return perr.Wrap(err, CodeStartup, "", "cannot follow approval requests")
-	}
-	go func() { <-ctx.Done(); it.Stop() }()
+	// Only approval requests made from now on: earlier ones were announced
+	// by the process that was running then.
+	opened, failed := make(chan struct{}), make(chan error, 1)
 	go func() {
-		for {
-			m, err := it.Next()
-			if err != nil {
-				return
-			}
-			ev, err := events.Decode(m.Data())
-			if err != nil {
-				continue
-			}
+		err := cl.FollowAll(ctx, client.FollowOptions{Types: []events.Type{events.Suspended}, NewOnly: true, Opened: func() { close(opened) }}, func(ev events.Event, _ client.Cursor) error {
 			p, ok, _ := hitl.ParsePayload(ev.Data)
 			if !ok {
-				continue
+				return nil
 			}
 			url, token, err := web.IssueLink(secret, httpURL, d.o.Namespace, ev.RunID, ev.Key, DefaultApprovalLinkTTL, time.Now())
 			if err != nil {
-				continue
+				return nil
 			}
 			fmt.Fprintf(d.o.Out, "polosd: approval needed: run %s step %s %q: %s\n", ev.RunID, ev.Key, strings.TrimSpace(p.Form.Title), url)
 			if wh != nil {
@@ -111,7 +92,20 @@ func (d *Daemon) startApprovals(ctx context.Context, mount func(pattern string, 
 					d.o.Logger.Warn("webhook notification failed", "run", ev.RunID, "err", err)
 				}
 			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			d.o.Logger.Error("following approval requests stopped", "err", err)
 		}
+		failed <- err
 	}()
-	return nil
+	select {
+	case <-opened:
+		return nil
+	case err := <-failed:
+		if err == nil {
+			return ctx.Err()
+		}
+		return perr.Wrap(err, CodeStartup, "", "cannot follow approval requests")
+	}
 }

@@ -7,9 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/polos-run/polos/client"
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
 )
 
 // session is what every command action gets: a connected client and a
@@ -206,11 +204,12 @@ func historyCommand(s IO) *cli.Command {
 func tailCommand(s IO) *cli.Command {
 	return withCommon(&cli.Command{
 		Name:  "tail",
-		Usage: "print a run's events (or every run's with --all), resumable with --from-seq",
+		Usage: "print a run's events (or every run's with --all), resumable with --from-seq (--from-cursor with --all)",
 		UsageText: "polos tail <run> [--from-seq N] [--follow] [-o text|json|jsonl]\n" +
-			"polos tail --all [--from-seq N] [--follow]",
+			"polos tail --all [--from-cursor C] [--follow]",
 		Flags: []cli.Flag{
 			&cli.Uint64Flag{Name: "from-seq", Usage: "print events with a sequence above N (the last one you saw)"},
+			&cli.StringFlag{Name: "from-cursor", Usage: "with --all: print events after cursor C (printed with every event of --all)"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events (a run's tail ends with the run)"},
 			&cli.BoolFlag{Name: "all", Usage: "every run of the namespace"},
 		},
@@ -219,26 +218,39 @@ func tailCommand(s IO) *cli.Command {
 			if all && ss.c.NArg() != 0 || !all && ss.c.NArg() != 1 {
 				return usageErr("give a run ID or --all (usage: polos tail <run> [--from-seq N] [--follow])")
 			}
-			id := ss.c.Args().First()
-			from := ss.c.Uint64("from-seq")
-			if !all {
-				if _, err := ss.cl.Status(ss.c.Context, id); err != nil {
-					return err
+			if all {
+				if ss.c.IsSet("from-seq") {
+					return usageErr("with --all, resume with --from-cursor C (runs live in several streams, so one sequence is not a position); the cursor is printed with every event")
 				}
+				var from client.Cursor
+				if v := ss.c.String("from-cursor"); v != "" {
+					var err error
+					if from, err = client.ParseCursor(v); err != nil {
+						return err
+					}
+				}
+				return ss.tailAll(from, ss.c.Bool("follow"))
 			}
-			return ss.tail(id, from, ss.c.Bool("follow"))
+			if ss.c.IsSet("from-cursor") {
+				return usageErr("--from-cursor goes with --all; for one run use --from-seq N")
+			}
+			id := ss.c.Args().First()
+			if _, err := ss.cl.Status(ss.c.Context, id); err != nil {
+				return err
+			}
+			return ss.tail(id, ss.c.Uint64("from-seq"), ss.c.Bool("follow"))
 		}),
 	})
 }
 
-// tail prints events of run id ("" = all runs) after from. Without follow
-// it stops once it has caught up with the stream.
+// tail prints events of run id after from. Without follow it stops once it
+// has caught up with the run.
 func (ss *session) tail(id string, from uint64, follow bool) error {
 	ctx, cancel := context.WithCancel(ss.c.Context)
 	defer cancel()
 	var upTo uint64
 	if !follow {
-		last, err := ss.lastSeq(ctx, id)
+		last, err := ss.cl.Store().LastSeq(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -249,30 +261,51 @@ func (ss *session) tail(id string, from uint64, follow bool) error {
 	}
 	return ss.cl.Follow(ctx, id, from, func(e events.Event) error {
 		if ss.out.text() {
-			ss.out.Event(e, id == "")
+			ss.out.Event(e, false)
 		} else {
 			ss.out.JSON(e)
 		}
-		if (id != "" && e.Type.IsTerminal()) || (upTo > 0 && e.Seq >= upTo) {
+		if e.Type.IsTerminal() || (upTo > 0 && e.Seq >= upTo) {
 			return client.ErrStop
 		}
 		return nil
 	})
 }
 
-// lastSeq is the stream sequence of the newest event of run id (or of any
-// run when id is "").
-func (ss *session) lastSeq(ctx context.Context, id string) (uint64, error) {
-	if id != "" {
-		return ss.cl.Store().LastSeq(ctx, id)
+// tailAll prints events of every run after from. Without follow it stops
+// once it has caught up with every partition.
+func (ss *session) tailAll(from client.Cursor, follow bool) error {
+	ctx, cancel := context.WithCancel(ss.c.Context)
+	defer cancel()
+	var upTo client.Cursor
+	if !follow {
+		var err error
+		if upTo, err = ss.cl.LastCursor(ctx); err != nil {
+			return err
+		}
+		if reached(from, upTo) {
+			return nil
+		}
 	}
-	st, err := ss.cl.Store().JS().Stream(ctx, embed.RunsStream)
-	if err != nil {
-		return 0, perr.Wrap(err, client.CodeUnreachable, "start polosd once to provision the server", "run stream unavailable")
+	return ss.cl.FollowAll(ctx, client.FollowOptions{From: from}, func(e events.Event, cur client.Cursor) error {
+		if ss.out.text() {
+			ss.out.Event(e, true)
+		} else {
+			ss.out.JSON(e)
+		}
+		if !follow && reached(cur, upTo) {
+			return client.ErrStop
+		}
+		return nil
+	})
+}
+
+// reached reports whether cursor cur is at or past upTo in every partition.
+func reached(cur, upTo client.Cursor) bool {
+	for p := range cur {
+		if cur[p] < upTo[p] {
+			return false
+		}
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, perr.Wrap(err, client.CodeUnreachable, "", "run stream unavailable")
-	}
-	return info.State.LastSeq, nil
+	return true
 }

@@ -30,7 +30,11 @@ func formOf(payload json.RawMessage) *hitl.Form {
 
 // Event prints one event of a transcript in text form.
 func (p *printer) Event(e events.Event, showRun bool) {
-	seq := p.style(styleDim, fmt.Sprintf("%5d", e.Seq))
+	pos := fmt.Sprintf("%5d", e.Seq)
+	if e.Cursor != "" { // following every run: the position to resume from
+		pos = e.Cursor
+	}
+	seq := p.style(styleDim, pos)
 	if showRun {
 		seq += " " + p.style(styleDim, e.RunID)
 	}

@@ -1,0 +1,235 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/internal/perr"
+)
+
+// Follow delivers the run's events with a sequence above fromSeq, in order,
+// with no gap and no duplicate, and keeps following new ones until ctx is
+// done or fn returns an error (ErrStop stops without one). runID "" follows
+// every run of the namespace from the start (see FollowAll for a resumable
+// position over all runs).
+func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn func(events.Event) error) error {
+	if runID == "" {
+		return c.FollowAll(ctx, FollowOptions{}, func(e events.Event, _ Cursor) error { return fn(e) })
+	}
+	it, err := c.partitionIterator(ctx, c.store.StreamOf(runID), c.store.RunFilter(runID), fromSeq, false)
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		ev, ok := decodeMsg(m)
+		if !ok {
+			continue
+		}
+		if err := fn(ev); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// Cursor is a resume position over every run of a namespace: for each run
+// partition (embed.RunPartitions streams), the last stream sequence
+// delivered. Its text form is the sequences joined by dots, partition 0
+// first ("12.40.7.9"); the zero cursor ("0.0.0.0") is the beginning.
+type Cursor [embed.RunPartitions]uint64
+
+// String renders the cursor as ParseCursor reads it.
+func (c Cursor) String() string {
+	parts := make([]string, len(c))
+	for i, v := range c {
+		parts[i] = strconv.FormatUint(v, 10)
+	}
+	return strings.Join(parts, ".")
+}
+
+// ParseCursor reads a cursor printed by Cursor.String (by `polos tail --all`
+// in its output).
+func ParseCursor(s string) (Cursor, error) {
+	var c Cursor
+	parts := strings.Split(s, ".")
+	if len(parts) != len(c) {
+		return c, perr.New(CodeBadInput, "pass the cursor printed with the last event you saw, e.g. 12.40.7.9",
+			"cursor %q has %d parts, want %d (one sequence per run partition)", s, len(parts), len(c))
+	}
+	for i, p := range parts {
+		v, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return c, perr.New(CodeBadInput, "pass the cursor printed with the last event you saw, e.g. 12.40.7.9",
+				"cursor part %d is %q, not a sequence number", i, p)
+		}
+		c[i] = v
+	}
+	return c, nil
+}
+
+// FollowOptions select what FollowAll delivers.
+type FollowOptions struct {
+	From    Cursor        // deliver events after this position
+	Types   []events.Type // only these event types (all when empty)
+	NewOnly bool          // ignore From and everything stored before the call
+	// Opened, when set, is called once every partition is being followed
+	// (with NewOnly: from then on no new event is missed).
+	Opened func()
+}
+
+// FollowAll delivers the events of every run of the namespace after
+// o.From, calling fn with each event and the cursor just past it, until ctx
+// is done or fn returns an error (ErrStop stops without one). Events of one
+// run arrive in order with no gap and no duplicate; events of runs in
+// different partitions are interleaved in arrival order. Resuming from the
+// last cursor fn saw delivers every later event exactly once. fn is never
+// called concurrently.
+func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.Event, Cursor) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type item struct {
+		part int
+		ev   events.Event
+		err  error
+	}
+	ch := make(chan item)
+	for p := 0; p < embed.RunPartitions; p++ {
+		var filters []string
+		if len(o.Types) == 0 {
+			filters = []string{c.store.AllRunsFilter(p)}
+		}
+		for _, t := range o.Types {
+			filters = append(filters, strings.TrimSuffix(c.store.AllRunsFilter(p), ">")+"*."+string(t))
+		}
+		it, err := c.partitionIteratorFilters(ctx, embed.RunsStreamName(p), filters, o.From[p], o.NewOnly)
+		if err != nil {
+			return err
+		}
+		defer it.Stop()
+		go func(p int) {
+			<-ctx.Done()
+			it.Stop()
+		}(p)
+		go func(p int) {
+			for {
+				m, err := it.Next()
+				if err != nil {
+					select {
+					case ch <- item{part: p, err: err}:
+					case <-ctx.Done():
+					}
+					return
+				}
+				ev, ok := decodeMsg(m)
+				if !ok {
+					continue
+				}
+				select {
+				case ch <- item{part: p, ev: ev}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}(p)
+	}
+	if o.Opened != nil {
+		o.Opened()
+	}
+	cur := o.From
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case it := <-ch:
+			if it.err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return perr.Wrap(it.err, CodeUnreachable, "", "following run events of partition %d failed", it.part)
+			}
+			cur[it.part] = it.ev.Seq
+			it.ev.Cursor = cur.String()
+			if err := fn(it.ev, cur); err != nil {
+				if errors.Is(err, ErrStop) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+}
+
+// LastCursor is the position of the newest event of every partition (what
+// FollowAll must reach to have delivered everything stored so far).
+func (c *Client) LastCursor(ctx context.Context) (Cursor, error) {
+	var cur Cursor
+	for p := 0; p < embed.RunPartitions; p++ {
+		st, err := c.js.Stream(ctx, embed.RunsStreamName(p))
+		if err != nil {
+			return cur, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run stream %s unavailable", embed.RunsStreamName(p))
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return cur, perr.Wrap(err, CodeUnreachable, "", "run stream %s unavailable", embed.RunsStreamName(p))
+		}
+		cur[p] = info.State.LastSeq
+	}
+	return cur, nil
+}
+
+func (c *Client) partitionIterator(ctx context.Context, stream, filter string, fromSeq uint64, newOnly bool) (jetstream.MessagesContext, error) {
+	return c.partitionIteratorFilters(ctx, stream, []string{filter}, fromSeq, newOnly)
+}
+
+// partitionIteratorFilters opens an ordered consumer on one run stream.
+func (c *Client) partitionIteratorFilters(ctx context.Context, stream string, filters []string, fromSeq uint64, newOnly bool) (jetstream.MessagesContext, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
+	switch {
+	case newOnly:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	case fromSeq > 0:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = fromSeq + 1
+	}
+	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "cannot follow run events in %s", stream)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, perr.Wrap(err, CodeUnreachable, "", "cannot follow run events in %s", stream)
+	}
+	return it, nil
+}
+
+// decodeMsg decodes a run event; undecodable messages (not written by
+// Polos) are skipped.
+func decodeMsg(m jetstream.Msg) (events.Event, bool) {
+	md, err := m.Metadata()
+	if err != nil {
+		return events.Event{}, false
+	}
+	ev, err := events.Decode(m.Data())
+	if err != nil {
+		return events.Event{}, false
+	}
+	ev.Seq = md.Sequence.Stream
+	return ev, true
+}
