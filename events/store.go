@@ -170,7 +170,9 @@ func (s *Store) runPrefix(runID string) string {
 
 // AllRunsFilter covers every event of every run of the namespace in
 // partition p (one stream each).
-func (s *Store) AllRunsFilter(p int) string { return "polos." + s.ns + ".run." + strconv.Itoa(p) + ".>" }
+func (s *Store) AllRunsFilter(p int) string {
+	return "polos." + s.ns + ".run." + strconv.Itoa(p) + ".>"
+}
 
 // StreamOf is the stream that holds run runID's history.
 func (s *Store) StreamOf(runID string) string { return embed.RunsStreamOf(runID) }

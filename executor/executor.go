@@ -57,7 +57,7 @@ type Options struct {
 	// slower than run partitions alone (docs/adr/0004-group-commit.md).
 	// Also POLOS_GROUP_COMMIT=1.
 	GroupCommit bool
-	Logger        *slog.Logger
+	Logger      *slog.Logger
 	// Hooks for tests and metrics.
 	OnOutcome func(runID string, o replay.Outcome)
 }
