@@ -13,6 +13,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +56,7 @@ type Report struct {
 	StepsPerSecGroup     float64 `json:"steps_per_s_group_commit"`
 	GroupAvgBatch        float64 `json:"group_commit_avg_batch"`
 	RunPartitions        int     `json:"run_partitions"`
+	LoadCPUCores         float64 `json:"load_cpu_cores"` // CPU time / wall time of this process (server included) during the concurrent runs
 	StepUnderLoadP50us   float64 `json:"step_under_load_p50_us"`
 	StepUnderLoadP99us   float64 `json:"step_under_load_p99_us"`
 	FloorAppendsPerSecC  float64 `json:"floor_concurrent_appends_per_s"`
@@ -133,7 +135,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	if noSync {
 		rep.Note = "fsync OFF: figures are not durable-write figures (benchmark mode only)"
 	}
-	var floorP50, floorP99, stepP50, stepP99, idemP50, scP50, scP99, sps, spsGroup, avgBatch, loadP50, loadP99, floorC, replayMs, directMs, orderedMs []float64
+	var floorP50, floorP99, stepP50, stepP99, idemP50, scP50, scP99, sps, spsGroup, avgBatch, loadP50, loadP99, floorC, replayMs, directMs, orderedMs, loadCores []float64
 	// A second executor with group commit, for the throughput comparison;
 	// it only runs while the first is paused (separate namespace).
 	if err := embed.Provision(ctx, js, "benchgc", 1); err != nil {
@@ -206,11 +208,13 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 
 		// 4. Throughput: concurrent runs stepping at once, and the floor
 		// for the same concurrency.
+		cpu0, wall0 := processCPU(), time.Now()
 		ids, rate, err := concurrentRuns(ctx, cl, sz)
 		if err != nil {
 			return nil, err
 		}
 		sps = append(sps, rate)
+		loadCores = append(loadCores, round2((processCPU()-cpu0).Seconds()/time.Since(wall0).Seconds()))
 		var load durs
 		for _, id := range ids {
 			if v, ok := stepDur.Load(id); ok {
@@ -265,8 +269,18 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	rep.StepsPerSecGroup, rep.GroupAvgBatch = round2(median(spsGroup)), round2(median(avgBatch))
 	rep.StepUnderLoadP50us, rep.StepUnderLoadP99us = median(loadP50), median(loadP99)
 	rep.FloorAppendsPerSecC = round2(median(floorC))
+	rep.LoadCPUCores = median(loadCores)
 	rep.Replay10kMs, rep.ReadDirectGet10kMs, rep.ReadOrderedCons10kMs = median(replayMs), median(directMs), median(orderedMs)
 	return rep, nil
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // concurrentRuns starts sz.ConcurrentRuns runs of sz.StepsPerRun steps at

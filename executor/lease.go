@@ -83,6 +83,16 @@ const leaseAcquireAttempts = 4
 // success.
 func (l *lease) tryAcquire(ctx context.Context, kv jetstream.KeyValue, runID string) error {
 	rec, _ := json.Marshal(leaseRecord{Owner: l.owner, Expires: time.Now().Add(DefaultLeaseTTL)})
+	// Most tasks find no lease (the last holder released it): try to
+	// create it first, which saves a read round trip on that path.
+	rev, err := kv.Create(ctx, l.key, rec)
+	if err == nil {
+		l.rev = rev
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) && !events.IsCASConflict(err) {
+		return perr.Wrap(err, events.CodeStoreIO, "", "cannot take the lease of run %s", runID)
+	}
 	entry, err := kv.Get(ctx, l.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
