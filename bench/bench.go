@@ -53,6 +53,7 @@ type Report struct {
 	StartCompleteP50us   float64 `json:"start_complete_p50_us"`
 	StartCompleteP99us   float64 `json:"start_complete_p99_us"`
 	StepsPerSec          float64 `json:"steps_per_s"`
+	StepsPerSecSteady    float64 `json:"steps_per_s_mid"` // same runs, middle half of their steps (no start ramp, no finishing tail)
 	StepsPerSecGroup     float64 `json:"steps_per_s_group_commit"`
 	GroupAvgBatch        float64 `json:"group_commit_avg_batch"`
 	RunPartitions        int     `json:"run_partitions"`
@@ -135,7 +136,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	if noSync {
 		rep.Note = "fsync OFF: figures are not durable-write figures (benchmark mode only)"
 	}
-	var floorP50, floorP99, stepP50, stepP99, idemP50, scP50, scP99, sps, spsGroup, avgBatch, loadP50, loadP99, floorC, replayMs, directMs, orderedMs, loadCores []float64
+	var floorP50, floorP99, stepP50, stepP99, idemP50, scP50, scP99, sps, spsGroup, avgBatch, loadP50, loadP99, floorC, replayMs, directMs, orderedMs, loadCores, spsSteady []float64
 	// A second executor with group commit, for the throughput comparison;
 	// it only runs while the first is paused (separate namespace).
 	if err := embed.Provision(ctx, js, "benchgc", 1); err != nil {
@@ -215,6 +216,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 		}
 		sps = append(sps, rate)
 		loadCores = append(loadCores, round2((processCPU()-cpu0).Seconds()/time.Since(wall0).Seconds()))
+		spsSteady = append(spsSteady, midRate(&stepDur, ids))
 		var load durs
 		for _, id := range ids {
 			if v, ok := stepDur.Load(id); ok {
@@ -270,6 +272,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	rep.StepUnderLoadP50us, rep.StepUnderLoadP99us = median(loadP50), median(loadP99)
 	rep.FloorAppendsPerSecC = round2(median(floorC))
 	rep.LoadCPUCores = median(loadCores)
+	rep.StepsPerSecSteady = median(spsSteady)
 	rep.Replay10kMs, rep.ReadDirectGet10kMs, rep.ReadOrderedCons10kMs = median(replayMs), median(directMs), median(orderedMs)
 	return rep, nil
 }
@@ -367,11 +370,42 @@ func waitResult(ctx context.Context, cl *client.Client, id string) (events.Summa
 }
 
 type durs struct {
-	mu sync.Mutex
-	d  []time.Duration
+	mu   sync.Mutex
+	d    []time.Duration
+	ends []time.Time // when each measured step ended
 }
 
-func (d *durs) add(x time.Duration) { d.mu.Lock(); d.d = append(d.d, x); d.mu.Unlock() }
+func (d *durs) add(x time.Duration) {
+	d.mu.Lock()
+	d.d, d.ends = append(d.d, x), append(d.ends, time.Now())
+	d.mu.Unlock()
+}
+
+// midRate is the steps per second of the middle half of the steps of ids
+// (from the 25th to the 75th percentile of their completion times), which
+// leaves out the ramp while runs start and the tail while the last ones
+// finish. 0 without enough steps.
+func midRate(stepDur *sync.Map, ids []string) float64 {
+	var ends []time.Time
+	for _, id := range ids {
+		if v, ok := stepDur.Load(id); ok {
+			d := v.(*durs)
+			d.mu.Lock()
+			ends = append(ends, d.ends...)
+			d.mu.Unlock()
+		}
+	}
+	if len(ends) < 8 {
+		return 0
+	}
+	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+	lo, hi := len(ends)/4, len(ends)*3/4
+	el := ends[hi].Sub(ends[lo]).Seconds()
+	if el <= 0 {
+		return 0
+	}
+	return round2(float64(hi-lo) / el)
+}
 func (d *durs) merge(o *durs) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -44,8 +44,9 @@ type Client struct {
 	ns    string
 	owned bool
 
-	metaMu sync.Mutex
-	metas  map[string]cachedMeta
+	metaMu    sync.Mutex
+	metas     map[string]cachedMeta
+	metaCalls map[string]*metaCall // lookups in flight, shared by concurrent starts
 }
 
 // Connect dials a NATS server (comma-separated URLs for a cluster).
@@ -204,21 +205,47 @@ const DefaultWorkflowCacheTTL = 10 * time.Second
 
 // lookupWorkflow is executor.LookupWorkflow with a short cache of the
 // workflows found, so starting many runs costs no extra round trip each.
-// Unknown names are always checked again.
+// Concurrent starts of one workflow share one lookup (a burst of starts
+// after the cache expired costs one read, not one each). Unknown names are
+// always checked again.
 func (c *Client) lookupWorkflow(ctx context.Context, name string) (*executor.WorkflowMeta, []string, error) {
 	c.metaMu.Lock()
 	if m, ok := c.metas[name]; ok && time.Since(m.at) < DefaultWorkflowCacheTTL {
 		c.metaMu.Unlock()
 		return m.meta, nil, nil
 	}
-	c.metaMu.Unlock()
-	meta, known, err := executor.LookupWorkflow(ctx, c.js, c.ns, name)
-	if err == nil && meta != nil {
-		c.metaMu.Lock()
-		c.metas[name] = cachedMeta{meta: meta, at: time.Now()}
+	if call, ok := c.metaCalls[name]; ok {
 		c.metaMu.Unlock()
+		select {
+		case <-call.done:
+			return call.meta, call.known, call.err
+		case <-ctx.Done():
+			return nil, nil, perr.Wrap(ctx.Err(), CodeUnreachable, "", "looking up workflow %s cancelled", name)
+		}
 	}
-	return meta, known, err
+	call := &metaCall{done: make(chan struct{})}
+	if c.metaCalls == nil {
+		c.metaCalls = map[string]*metaCall{}
+	}
+	c.metaCalls[name] = call
+	c.metaMu.Unlock()
+	call.meta, call.known, call.err = executor.LookupWorkflow(ctx, c.js, c.ns, name)
+	c.metaMu.Lock()
+	if call.err == nil && call.meta != nil {
+		c.metas[name] = cachedMeta{meta: call.meta, at: time.Now()}
+	}
+	delete(c.metaCalls, name)
+	c.metaMu.Unlock()
+	close(call.done)
+	return call.meta, call.known, call.err
+}
+
+// metaCall is one workflow lookup in flight.
+type metaCall struct {
+	done  chan struct{}
+	meta  *executor.WorkflowMeta
+	known []string
+	err   error
 }
 
 type cachedMeta struct {
