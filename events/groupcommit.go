@@ -52,9 +52,9 @@ type groupResult struct {
 
 // committer gathers appends that arrive while a batch is being stored and
 // stores them as the next atomic batch per run partition, each message
-// keeping its own per-run compare-and-swap. It saves round trips, not
-// fsyncs: a single-replica file store still syncs every message of a batch
-// (docs/adr/0004-group-commit.md), which is why it is opt-in.
+// keeping its own per-run compare-and-swap. It saves round trips and
+// server work, not fsyncs: a single-replica file store still syncs every
+// message of a batch (docs/adr/0004-group-commit.md).
 type committer struct {
 	s        *Store
 	ch       chan *groupItem
