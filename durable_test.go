@@ -612,8 +612,11 @@ func TestTwoExecutorsRacingOnOneRunKeepHistoryLinear(t *testing.T) {
 			t.Fatalf("round %d: %s", round, s.Status)
 		}
 		for i := 1; i < len(hist); i++ {
-			if hist[i].Seq <= hist[i-1].Seq {
-				t.Fatal("history not linear")
+			// Events of one stored message (a completion riding on the
+			// next event) share its sequence and digest.
+			sameMsg := hist[i].Seq == hist[i-1].Seq && hist[i].Digest == hist[i-1].Digest
+			if hist[i].Seq < hist[i-1].Seq || hist[i].Seq == hist[i-1].Seq && !sameMsg {
+				t.Fatalf("history not linear at %d: seq %d after %d", i, hist[i].Seq, hist[i-1].Seq)
 			}
 		}
 		if count(hist, events.StepStarted) != 20 || count(hist, events.StepCompleted) != 20 {
@@ -795,5 +798,49 @@ func TestWorkflowRetryStartsAgainFromTheTop(t *testing.T) {
 	s = h.result(h.start("flaky-run", nil))
 	if s.Status != events.StatusFailed {
 		t.Fatalf("no policy: %s", s.Status)
+	}
+}
+
+// TestStepIsOneAppend: a step's completion rides on the next durable call
+// (here the next step_started, and run_completed for the last step), so a
+// run of n steps stores n+2 messages for 2n+2 events; CompleteNow stores a
+// completion on its own.
+func TestStepIsOneAppend(t *testing.T) {
+	reg := polos.NewRegistry()
+	polos.Register(reg, "five", func(ctx polos.Context, now bool) (int, error) {
+		for i := 0; i < 5; i++ {
+			var opts []polos.StepOption
+			if now {
+				opts = append(opts, polos.CompleteNow())
+			}
+			if _, err := polos.Step(ctx, fmt.Sprint("s", i), func(context.Context, string) (int, error) { return i, nil }, opts...); err != nil {
+				return 0, err
+			}
+		}
+		return 5, nil
+	})
+	h := newHarness(t, reg, 1)
+	for _, c := range []struct {
+		now      bool
+		messages int
+	}{{false, 7}, {true, 12}} {
+		id := h.start("five", c.now)
+		if s := h.result(id); s.Status != events.StatusCompleted {
+			t.Fatalf("run ended %s", s.Status)
+		}
+		hist := h.history(id)
+		seqs := map[uint64]bool{}
+		for _, e := range hist {
+			seqs[e.Seq] = true
+		}
+		if len(hist) != 12 || count(hist, events.StepCompleted) != 5 || len(seqs) != c.messages {
+			t.Fatalf("CompleteNow=%v: %d events in %d messages, want 12 in %d", c.now, len(hist), len(seqs), c.messages)
+		}
+		// Order is history order: each completion precedes the next start.
+		for i, e := range hist {
+			if e.Type == events.StepCompleted && i+1 < len(hist) && hist[i+1].Type != events.StepStarted && hist[i+1].Type != events.RunCompleted {
+				t.Fatalf("completion at %d followed by %s", i, hist[i+1].Type)
+			}
+		}
 	}
 }

@@ -45,6 +45,7 @@ type (
 var (
 	WithRetry          = replay.WithRetry
 	Idempotent         = replay.Idempotent
+	CompleteNow        = replay.CompleteNow
 	WhenUncertain      = replay.WhenUncertain
 	WithStepTimeout    = replay.WithStepTimeout
 	SuspendTimeout     = replay.SuspendTimeout

@@ -36,17 +36,34 @@ func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn fu
 			}
 			return err
 		}
-		ev, ok := decodeMsg(m)
+		evs, ok := decodeMsg(m)
 		if !ok {
 			continue
 		}
-		if err := fn(ev); err != nil {
+		if err := deliver(evs, fn); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
 		}
 	}
+}
+
+// deliver calls fn with the events of one stored message. A message's
+// events share a sequence, so they are delivered together: ErrStop takes
+// effect after the last of them (a resume after that sequence must not
+// skip the rest).
+func deliver(evs []events.Event, fn func(events.Event) error) error {
+	var stop error
+	for _, e := range evs {
+		if err := fn(e); err != nil {
+			if !errors.Is(err, ErrStop) {
+				return err
+			}
+			stop = err
+		}
+	}
+	return stop
 }
 
 // Cursor is a resume position over every run of a namespace: for each run
@@ -94,6 +111,18 @@ type FollowOptions struct {
 	Opened func()
 }
 
+func (o FollowOptions) wants(t events.Type) bool {
+	if len(o.Types) == 0 {
+		return true
+	}
+	for _, w := range o.Types {
+		if w == t {
+			return true
+		}
+	}
+	return false
+}
+
 // FollowAll delivers the events of every run of the namespace after
 // o.From, calling fn with each event and the cursor just past it, until ctx
 // is done or fn returns an error (ErrStop stops without one). Events of one
@@ -106,7 +135,7 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 	defer cancel()
 	type item struct {
 		part int
-		ev   events.Event
+		evs  []events.Event
 		err  error
 	}
 	ch := make(chan item)
@@ -137,12 +166,12 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 					}
 					return
 				}
-				ev, ok := decodeMsg(m)
+				evs, ok := decodeMsg(m)
 				if !ok {
 					continue
 				}
 				select {
-				case ch <- item{part: p, ev: ev}:
+				case ch <- item{part: p, evs: evs}:
 				case <-ctx.Done():
 					return
 				}
@@ -164,9 +193,15 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 				}
 				return perr.Wrap(it.err, CodeUnreachable, "", "following run events of partition %d failed", it.part)
 			}
-			cur[it.part] = it.ev.Seq
-			it.ev.Cursor = cur.String()
-			if err := fn(it.ev, cur); err != nil {
+			cur[it.part] = it.evs[0].Seq
+			c := cur
+			if err := deliver(it.evs, func(e events.Event) error {
+				if !o.wants(e.Type) { // a prior of a message the filter selected
+					return nil
+				}
+				e.Cursor = c.String()
+				return fn(e, c)
+			}); err != nil {
 				if errors.Is(err, ErrStop) {
 					return nil
 				}
@@ -219,17 +254,17 @@ func (c *Client) partitionIteratorFilters(ctx context.Context, stream string, fi
 	return it, nil
 }
 
-// decodeMsg decodes a run event; undecodable messages (not written by
-// Polos) are skipped.
-func decodeMsg(m jetstream.Msg) (events.Event, bool) {
+// decodeMsg decodes a stored message into its run events (events.Expand);
+// undecodable messages (not written by Polos) are skipped.
+func decodeMsg(m jetstream.Msg) ([]events.Event, bool) {
 	md, err := m.Metadata()
 	if err != nil {
-		return events.Event{}, false
+		return nil, false
 	}
 	ev, err := events.Decode(m.Data())
 	if err != nil {
-		return events.Event{}, false
+		return nil, false
 	}
 	ev.Seq = md.Sequence.Stream
-	return ev, true
+	return events.Expand(ev), true
 }

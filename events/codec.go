@@ -11,9 +11,17 @@ import (
 )
 
 // Wire format: magic byte 'P', format version byte, msgpack body.
+//
+// Version 1 is one event. Version 2 adds Prior: events that logically
+// precede the message's own event and were stored with it (a step's
+// completion riding on the next durable call; docs/adr/0006). An event
+// without priors is still written as version 1, so older readers read
+// every history that does not use the newer form, and refuse (with
+// CodeUnknownVersion) the ones that do rather than dropping events.
 const (
 	wireMagic     byte  = 'P'
-	FormatVersion uint8 = 1
+	FormatVersion uint8 = 2
+	formatSingle  uint8 = 1
 )
 
 // Decode error codes.
@@ -27,7 +35,10 @@ const (
 // Encode returns the wire bytes of e and sets e.Digest.
 func Encode(e *Event) ([]byte, error) {
 	if e.V == 0 {
-		e.V = FormatVersion
+		e.V = formatSingle
+		if len(e.Prior) > 0 {
+			e.V = FormatVersion
+		}
 	}
 	var buf bytes.Buffer
 	buf.Grow(64 + len(e.Data))
@@ -81,6 +92,16 @@ func Decode(b []byte) (Event, error) {
 		return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
 			"event has no type or run ID (type %q, run %q)", e.Type, e.RunID)
 	}
+	if len(e.Prior) > 0 && e.V < 2 {
+		return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
+			"a version %d event carries %d prior events; priors need version 2", e.V, len(e.Prior))
+	}
+	for i, p := range e.Prior {
+		if p.Type == "" || len(p.Prior) > 0 {
+			return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
+				"prior event %d of a %s event has no type or nests priors", i, e.Type)
+		}
+	}
 	e.Digest = Digest(b)
 	return e, nil
 }
@@ -88,4 +109,26 @@ func Decode(b []byte) (Event, error) {
 func isEOF(err error) bool {
 	s := err.Error()
 	return bytes.Contains([]byte(s), []byte("EOF"))
+}
+
+// Expand returns the events one stored message holds, in history order:
+// its priors, then the event itself. Priors share the message's run, writer,
+// sequence and digest. Every reader of histories goes through it.
+func Expand(e Event) []Event {
+	if len(e.Prior) == 0 {
+		return []Event{e}
+	}
+	out := make([]Event, 0, len(e.Prior)+1)
+	for _, p := range e.Prior {
+		p.V, p.RunID, p.Seq, p.Digest = e.V, e.RunID, e.Seq, e.Digest
+		if p.Writer == "" {
+			p.Writer = e.Writer
+		}
+		if p.Time == 0 {
+			p.Time = e.Time
+		}
+		out = append(out, p)
+	}
+	e.Prior = nil
+	return append(out, e)
 }

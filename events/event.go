@@ -84,6 +84,10 @@ type Event struct {
 	Blob    string            `msgpack:"b,omitempty" json:"blob,omitempty"` // sha256 of Data when stored in the object store
 	Err     *ErrorInfo        `msgpack:"e,omitempty" json:"error,omitempty"`
 	Attrs   map[string]string `msgpack:"x,omitempty" json:"attrs,omitempty"`
+	// Prior are events stored in the same message before this one (format
+	// version 2). Readers never see them here: Expand turns a message
+	// into its events, and the store and clients return expanded histories.
+	Prior []Event `msgpack:"pr,omitempty" json:"-"`
 
 	// Seq is the sequence in the run's partition stream; set when read or
 	// appended, not encoded.

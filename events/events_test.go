@@ -68,6 +68,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte{'P', 1})
 	f.Add([]byte{'P', 1, 0x80})
+	withPrior, _ := events.Encode(&events.Event{Type: events.StepStarted, RunID: "r", Pos: 2, Prior: []events.Event{{Type: events.StepCompleted, Pos: 1, Data: []byte("1")}}})
+	f.Add(withPrior)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := events.Decode(b)
 		if err != nil {
@@ -78,6 +80,11 @@ func FuzzDecode(f *testing.F) {
 		}
 		if ev.Type == "" || ev.RunID == "" {
 			t.Fatal("decoded an event without type or run")
+		}
+		for _, e := range events.Expand(ev) {
+			if e.Type == "" || e.RunID != ev.RunID || len(e.Prior) > 0 {
+				t.Fatalf("expanded an invalid event: %+v", e)
+			}
 		}
 	})
 }
@@ -292,5 +299,57 @@ func TestGroupCommitKeepsPerRunCASAndSurvivesLostAcks(t *testing.T) {
 	// A stale expectation inside a batch is still a conflict for that run only.
 	if _, err := st.Append(ctx, "gAa", 1, &events.Event{Type: events.StepCompleted, Pos: 99, Name: "late"}); perr.CodeOf(err) != events.CodeLostOwnership {
 		t.Fatalf("stale append: %v", err)
+	}
+}
+
+// TestPriorsRideInOneMessage: an event with priors is stored as one
+// version-2 message and read back as the priors followed by the event,
+// sharing its sequence and digest; large priors go to the object store and
+// a lost ack is still resolved by digest.
+func TestPriorsRideInOneMessage(t *testing.T) {
+	st, _ := newStore(t, "w")
+	ctx := context.Background()
+	seq, err := st.Append(ctx, "r", 0, &events.Event{Type: events.RunStarted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("b"), events.DefaultBlobThreshold*2)
+	st.DropAcks(func() bool { return true })
+	ev := &events.Event{Type: events.StepStarted, Pos: 2, Name: "next", Key: "r:2",
+		Prior: []events.Event{{Type: events.StepCompleted, Pos: 1, Name: "first", Attempt: 1, Data: big}}}
+	seq2, err := st.Append(ctx, "r", seq, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.DropAcks(nil)
+	if ev.V != 2 {
+		t.Fatalf("an event with priors is written as version %d, want 2", ev.V)
+	}
+	hist, err := st.Load(ctx, "r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 3 || hist[1].Type != events.StepCompleted || hist[2].Type != events.StepStarted {
+		t.Fatalf("history %+v", hist)
+	}
+	if hist[1].Seq != seq2 || hist[2].Seq != seq2 || hist[1].Digest != hist[2].Digest || hist[1].RunID != "r" || hist[1].Writer != "w" {
+		t.Fatalf("prior does not share the message's identity: %+v / %+v", hist[1], hist[2])
+	}
+	if !bytes.Equal(hist[1].Data, big) {
+		t.Fatal("a large prior did not come back from the object store")
+	}
+	// A version-1 event must not carry priors; nested priors are refused.
+	b, _ := events.Encode(&events.Event{V: 1, Type: events.StepStarted, RunID: "r", Prior: []events.Event{{Type: events.StepCompleted}}})
+	if _, err := events.Decode(b); perr.CodeOf(err) != events.CodeInvalid {
+		t.Fatalf("v1 with priors: want %s, got %v", events.CodeInvalid, err)
+	}
+	b, _ = events.Encode(&events.Event{Type: events.StepStarted, RunID: "r", Prior: []events.Event{{Type: events.StepCompleted, Prior: []events.Event{{Type: events.StepCompleted}}}}})
+	if _, err := events.Decode(b); perr.CodeOf(err) != events.CodeInvalid {
+		t.Fatalf("nested priors: want %s, got %v", events.CodeInvalid, err)
+	}
+	// Without priors the format stays version 1 (older readers read it).
+	plain := &events.Event{Type: events.StepStarted, RunID: "r"}
+	if b, _ = events.Encode(plain); b[1] != 1 {
+		t.Fatalf("an event without priors is written as version %d, want 1", b[1])
 	}
 }

@@ -34,7 +34,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		e.Data = []byte(in.Data)
 	}
 	if e.V == 0 {
-		e.V = FormatVersion
+		e.V = formatSingle
 	}
 	return nil
 }

@@ -281,14 +281,15 @@ func (s *Store) classify(runID string, expectedSeq uint64, ev, found *Event) (ui
 	return 0, &ConflictError{Code: code, Expected: expectedSeq, Found: found}
 }
 
-// eventAfter returns the first event of the run with a sequence above seq,
-// or nil when there is none.
+// eventAfter returns the event of the first message of the run with a
+// sequence above seq (the message's own event, after its priors), or nil
+// when there is none.
 func (s *Store) eventAfter(ctx context.Context, runID string, seq uint64) (*Event, error) {
 	evs, _, err := s.readBatch(ctx, runID, seq+1, 1)
 	if err != nil || len(evs) == 0 {
 		return nil, err
 	}
-	return &evs[0], nil
+	return &evs[len(evs)-1], nil
 }
 
 // Load returns the run's events with a sequence above afterSeq, in order,
@@ -369,7 +370,7 @@ func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int)
 			return nil, 0, perr.Wrap(err, perr.CodeOf(err), "inspect it with `polos history "+runID+"`", "event at seq %d of run %s is unreadable", seq, runID)
 		}
 		ev.Seq = seq
-		out = append(out, ev)
+		out = append(out, Expand(ev)...)
 		if n == 1 && m.Header.Get("Nats-Num-Pending") == "" {
 			return out, 0, nil
 		}
@@ -406,7 +407,7 @@ func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) 
 				return nil, err
 			}
 			ev.Seq = md.Sequence.Stream
-			out = append(out, ev)
+			out = append(out, Expand(ev)...)
 			got++
 		}
 		if got == 0 {
@@ -421,7 +422,7 @@ func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) 
 					return nil, err
 				}
 				ev.Seq = md.Sequence.Stream
-				out = append(out, ev)
+				out = append(out, Expand(ev)...)
 			}
 		}
 	}
@@ -482,6 +483,11 @@ func (s *Store) blobStore(ctx context.Context) (jetstream.ObjectStore, error) {
 
 // offload moves a large Data payload into the object store.
 func (s *Store) offload(ctx context.Context, ev *Event) error {
+	for i := range ev.Prior {
+		if err := s.offload(ctx, &ev.Prior[i]); err != nil {
+			return err
+		}
+	}
 	if len(ev.Data) <= s.BlobThreshold || ev.Blob != "" {
 		return nil
 	}

@@ -111,6 +111,7 @@ type stepOptions struct {
 	noStartMark bool
 	onUncertain OnUncertain
 	timeout     time.Duration
+	completeNow bool
 }
 
 // StepOption configures one Step call.
@@ -123,6 +124,14 @@ func WithRetry(p RetryPolicy) StepOption { return func(o *stepOptions) { o.retry
 // recorded before it runs (one append instead of two), so a crash mid-step
 // simply re-runs it.
 func Idempotent() StepOption { return func(o *stepOptions) { o.noStartMark = true } }
+
+// CompleteNow stores the step's completion as soon as the step returns. By
+// default a completion rides on the run's next durable call (one append
+// per step instead of two), so until then a crash leaves the step
+// uncertain, as a crash during the step does. Use it for a step followed by
+// long non-durable work (a big local computation) before the next durable
+// call.
+func CompleteNow() StepOption { return func(o *stepOptions) { o.completeNow = true } }
 
 // WhenUncertain sets what happens after a crash mid-step.
 func WhenUncertain(u OnUncertain) StepOption { return func(o *stepOptions) { o.onUncertain = u } }

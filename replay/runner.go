@@ -83,6 +83,10 @@ type Runner struct {
 	// StepHeartbeat, if set, is called periodically while a step runs.
 	OnAppend func(ev *events.Event)
 
+	// pendingDone is a step completion not stored yet: it rides on the
+	// run's next append (docs/adr/0006-completion-rides-on-next-append.md).
+	pendingDone *events.Event
+
 	runID    string
 	workflow string
 	session  string
@@ -315,12 +319,16 @@ func (r *Runner) append(ev *events.Event) {
 	if r.runTimeout > 0 && !ev.Type.IsSignal() {
 		ev.SetAttr(attrRunMs, strconv.FormatInt(r.running().Milliseconds(), 10))
 	}
+	r.attachPending(ev)
 	for {
 		_, err := r.Journal.Append(r.ctxOrBackground(), ev)
 		if err == nil {
-			r.index([]events.Event{*ev})
+			stored := events.Expand(*ev)
+			r.index(stored)
 			if r.OnAppend != nil {
-				r.OnAppend(ev)
+				for i := range stored {
+					r.OnAppend(&stored[i])
+				}
 			}
 			return
 		}
@@ -350,16 +358,41 @@ func (r *Runner) append(ev *events.Event) {
 	}
 }
 
+// attachPending makes a deferred step completion a prior of ev, so both are
+// stored by one append.
+func (r *Runner) attachPending(ev *events.Event) {
+	if r.pendingDone == nil || ev == r.pendingDone {
+		return
+	}
+	ev.Prior = append([]events.Event{*r.pendingDone}, ev.Prior...)
+	r.pendingDone = nil
+}
+
+// completeStep records a successful step. The completion is deferred to
+// ride on the run's next append (every path that ends or parks an
+// execution appends), which makes a step one append instead of two. If a
+// completion is already deferred, or the step asked for CompleteNow, it is
+// stored at once (together with the deferred one).
+func (r *Runner) completeStep(done *events.Event, now bool) {
+	done.Time = time.Now().UnixNano()
+	if now || r.pendingDone != nil {
+		r.append(done)
+		return
+	}
+	r.pendingDone = done
+}
+
 // ctxOrBackground: appends must not be cut short by the run's own
 // cancellation (recording the cancellation is itself an append).
 func (r *Runner) ctxOrBackground() context.Context { return context.WithoutCancel(r.ctx) }
 
 func (r *Runner) park(cause error) {
 	ev := &events.Event{Type: events.RunParked, Key: events.ParkedKeyPrefix + strconv.Itoa(r.parked+1), Err: infoFromErr(cause)}
+	r.attachPending(ev)
 	if _, err := r.Journal.Append(r.ctxOrBackground(), ev); err != nil {
 		r.exit(Outcome{Kind: Infrastructure, Err: err})
 	}
-	r.index([]events.Event{*ev})
+	r.index(events.Expand(*ev))
 	r.exit(Outcome{Kind: Parked, Err: cause})
 }
 
@@ -503,7 +536,7 @@ func (r *Runner) step(name string, fn StepFunc, opts []StepOption) (json.RawMess
 			}
 		}
 		if err == nil {
-			r.append(&events.Event{Type: events.StepCompleted, Pos: p, Name: name, Attempt: attempt, Data: data})
+			r.completeStep(&events.Event{Type: events.StepCompleted, Pos: p, Name: name, Attempt: attempt, Data: data}, o.completeNow)
 			return data, nil
 		}
 		final := attempt >= o.retry.MaxAttempts || !retryable(o.retry, err) || r.cancelReq.Load()
