@@ -4,6 +4,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"sort"
@@ -253,10 +255,29 @@ type cachedMeta struct {
 	at   time.Time
 }
 
-// NewRunID returns a fresh, sortable run ID.
+// NewRunID returns a fresh run ID: "run_" and 26 lowercase base32
+// characters encoding a 48-bit millisecond timestamp (so IDs sort by
+// creation time) and 80 random bits from crypto/rand (no collision in
+// practice, across processes and machines).
+//
+// It used to lowercase a NUID, which is base62: IDs differing only in
+// letter case collided, and a start with a colliding ID silently returned
+// the existing run (found by the 500-run parking test).
 func NewRunID() string {
-	return "run_" + strings.ToLower(nats.NewInbox()[7:])
+	var b [16]byte
+	ms := uint64(time.Now().UnixMilli())
+	for i := 0; i < 6; i++ {
+		b[i] = byte(ms >> (8 * (5 - i)))
+	}
+	if _, err := rand.Read(b[6:]); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // the OS has no entropy source: nothing sane to do
+	}
+	return "run_" + runIDEncoding.EncodeToString(b[:])
 }
+
+// runIDEncoding is Crockford's base32 alphabet, lowercase: order-preserving
+// and free of look-alike letters.
+var runIDEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
 // History returns the run's events after afterSeq.
 func (c *Client) History(ctx context.Context, id string, afterSeq uint64) ([]events.Event, error) {

@@ -121,6 +121,13 @@ func TestParkedRunsHoldNothing(t *testing.T) {
 	}
 	close(work)
 	wg.Wait()
+	distinct := map[string]bool{}
+	for _, id := range ids {
+		distinct[id] = true
+	}
+	if len(distinct) != n {
+		t.Fatalf("%d starts returned %d distinct run IDs", n, len(distinct))
+	}
 	// Fail on a stall, not on a slow machine: the deadline moves while runs
 	// keep parking. Progress is logged so a slow CI run shows its rate.
 	lastGot, deadline, nextLog := 0, time.Now().Add(parkStall), time.Now().Add(5*time.Second)
