@@ -344,7 +344,13 @@ func (r *Runner) append(ev *events.Event) {
 			}
 			if ev.Type == events.Resumed {
 				if _, ok := r.resumed[ev.Key]; ok {
-					return // someone decided first: their decision stands
+					// Someone decided first: their decision stands. A
+					// completion riding on ours waits for the next append.
+					if len(ev.Prior) > 0 {
+						p := ev.Prior[0]
+						r.pendingDone, ev.Prior = &p, ev.Prior[1:]
+					}
+					return
 				}
 			}
 			continue
