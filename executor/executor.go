@@ -53,8 +53,9 @@ type Options struct {
 	// GroupCommit lets appends of different runs that arrive together share
 	// one atomic batch per run partition instead of being stored one by
 	// one. Off by default: it saves round trips, not fsyncs, and measured
-	// slower than single appends once runs were partitioned and a step was
-	// one append (docs/adr/0004-group-commit.md). Also POLOS_GROUP_COMMIT=1.
+	// no faster than single appends once runs were partitioned and a step
+	// was one append (docs/adr/0004-group-commit.md). Also
+	// POLOS_GROUP_COMMIT=1.
 	GroupCommit bool
 	Logger      *slog.Logger
 	// Hooks for tests and metrics.
