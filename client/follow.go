@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -22,7 +23,7 @@ func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn fu
 	if runID == "" {
 		return c.FollowAll(ctx, FollowOptions{}, func(e events.Event, _ Cursor) error { return fn(e) })
 	}
-	it, err := c.partitionIterator(ctx, c.store.StreamOf(runID), c.store.RunFilter(runID), fromSeq, false)
+	it, err := c.partitionIterator(ctx, c.store.StreamOf(runID), []string{c.store.RunFilter(runID)}, fromSeq, false)
 	if err != nil {
 		return err
 	}
@@ -112,15 +113,7 @@ type FollowOptions struct {
 }
 
 func (o FollowOptions) wants(t events.Type) bool {
-	if len(o.Types) == 0 {
-		return true
-	}
-	for _, w := range o.Types {
-		if w == t {
-			return true
-		}
-	}
-	return false
+	return len(o.Types) == 0 || slices.Contains(o.Types, t)
 }
 
 // FollowAll delivers the events of every run of the namespace after
@@ -147,7 +140,7 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 		for _, t := range o.Types {
 			filters = append(filters, strings.TrimSuffix(c.store.AllRunsFilter(p), ">")+"*."+string(t))
 		}
-		it, err := c.partitionIteratorFilters(ctx, embed.RunsStreamName(p), filters, o.From[p], o.NewOnly)
+		it, err := c.partitionIterator(ctx, embed.RunsStreamName(p), filters, o.From[p], o.NewOnly)
 		if err != nil {
 			return err
 		}
@@ -229,12 +222,8 @@ func (c *Client) LastCursor(ctx context.Context) (Cursor, error) {
 	return cur, nil
 }
 
-func (c *Client) partitionIterator(ctx context.Context, stream, filter string, fromSeq uint64, newOnly bool) (jetstream.MessagesContext, error) {
-	return c.partitionIteratorFilters(ctx, stream, []string{filter}, fromSeq, newOnly)
-}
-
-// partitionIteratorFilters opens an ordered consumer on one run stream.
-func (c *Client) partitionIteratorFilters(ctx context.Context, stream string, filters []string, fromSeq uint64, newOnly bool) (jetstream.MessagesContext, error) {
+// partitionIterator opens an ordered consumer on one run stream.
+func (c *Client) partitionIterator(ctx context.Context, stream string, filters []string, fromSeq uint64, newOnly bool) (jetstream.MessagesContext, error) {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
 	switch {
 	case newOnly:

@@ -114,12 +114,6 @@ func (c *committer) loop() {
 		c.inflight <- struct{}{}
 		go func(batch []*groupItem) {
 			defer func() { <-c.inflight }()
-			if len(batch) == 1 {
-				it := batch[0]
-				seq, err := c.s.appendSingle(it.ctx, it.runID, it.expected, it.ev, it.data)
-				it.done <- groupResult{seq, err}
-				return
-			}
 			// An atomic batch commits into one stream: split by partition.
 			parts := map[int][]*groupItem{}
 			for _, it := range batch {
@@ -131,18 +125,24 @@ func (c *committer) loop() {
 				wg.Add(1)
 				go func(part []*groupItem) {
 					defer wg.Done()
-					if len(part) == 1 {
-						it := part[0]
-						seq, err := c.s.appendSingle(it.ctx, it.runID, it.expected, it.ev, it.data)
-						it.done <- groupResult{seq, err}
-						return
-					}
-					c.storeBatch(part)
+					c.storePart(part)
 				}(part)
 			}
 			wg.Wait()
 		}(batch)
 	}
+}
+
+// storePart stores the appends of one partition: alone on the single
+// path, or as one atomic batch.
+func (c *committer) storePart(part []*groupItem) {
+	if len(part) > 1 {
+		c.storeBatch(part)
+		return
+	}
+	it := part[0]
+	seq, err := c.s.appendSingle(it.ctx, it.runID, it.expected, it.ev, it.data)
+	it.done <- groupResult{seq, err}
 }
 
 // storeBatch publishes the batch atomically. On any failure (one CAS
