@@ -12,6 +12,7 @@ import (
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/protocol"
 )
 
 // TestLongRunReplays50kEvents: a run of 50,000 events still replays (and
@@ -28,7 +29,7 @@ func TestLongRunReplays50kEvents(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	if err := embed.Provision(ctx, js, "default", 1); err != nil {
+	if err := protocol.Provision(ctx, js, "default", 1); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := events.NewStore(nc, js, "default", "writer")

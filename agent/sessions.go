@@ -7,10 +7,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
+	"github.com/polos-run/polos/protocol"
 )
 
 // KVSessions keeps each session's conversation in the polos_sessions KV
@@ -33,7 +33,7 @@ func (s KVSessions) Load(ctx context.Context, agent, session string) ([]llm.Mess
 	if err != nil {
 		return nil, err
 	}
-	kv, err := s.JS.KeyValue(ctx, embed.SessionsKV)
+	kv, err := s.JS.KeyValue(ctx, protocol.SessionsKV)
 	if err != nil {
 		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "sessions bucket unavailable")
 	}
@@ -46,7 +46,7 @@ func (s KVSessions) Load(ctx context.Context, agent, session string) ([]llm.Mess
 	}
 	var msgs []llm.Message
 	if err := json.Unmarshal(e.Value(), &msgs); err != nil {
-		return nil, perr.Wrap(err, events.CodeGarbage, "delete the key with `nats kv del "+embed.SessionsKV+" "+k+"`", "session %s is unreadable", session)
+		return nil, perr.Wrap(err, events.CodeGarbage, "delete the key with `nats kv del "+protocol.SessionsKV+" "+k+"`", "session %s is unreadable", session)
 	}
 	return msgs, nil
 }
@@ -57,7 +57,7 @@ func (s KVSessions) Save(ctx context.Context, agent, session string, msgs []llm.
 	if err != nil {
 		return err
 	}
-	kv, err := s.JS.KeyValue(ctx, embed.SessionsKV)
+	kv, err := s.JS.KeyValue(ctx, protocol.SessionsKV)
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "sessions bucket unavailable")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Sizes of one benchmark run.
@@ -90,7 +91,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if err := embed.Provision(ctx, js, "bench", 1); err != nil {
+	if err := protocol.Provision(ctx, js, "bench", 1); err != nil {
 		return nil, err
 	}
 	reg := polos.NewRegistry()
@@ -132,7 +133,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	}
 	st, _ := events.NewStore(nc, js, "bench", "bench-floor")
 
-	rep := &Report{Fsync: srv.Synced(), GoVersion: runtime.Version(), NatsServerVersion: embed.Version(), CPUs: runtime.NumCPU(), Repeats: sz.Repeats, RunPartitions: embed.RunPartitions}
+	rep := &Report{Fsync: srv.Synced(), GoVersion: runtime.Version(), NatsServerVersion: embed.Version(), CPUs: runtime.NumCPU(), Repeats: sz.Repeats, RunPartitions: protocol.RunPartitions}
 	if noSync {
 		rep.Note = "fsync OFF: figures are not durable-write figures (benchmark mode only)"
 	}
@@ -140,7 +141,7 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	// A second executor with group commit, for the throughput
 	// comparison; it only has work while the first is idle (separate
 	// namespace).
-	if err := embed.Provision(ctx, js, "benchgroup", 1); err != nil {
+	if err := protocol.Provision(ctx, js, "benchgroup", 1); err != nil {
 		return nil, err
 	}
 	exS, err := executor.New(nc, js, reg, executor.Options{Namespace: "benchgroup", Concurrency: 128, GroupCommit: true})

@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 	"github.com/polos-run/polos/replay"
 )
@@ -189,7 +189,7 @@ func (c *Client) Start(ctx context.Context, workflow string, input any, o StartO
 	// Queued even when the run existed: a creator that died between the
 	// append and the queueing leaves a run that this call starts. The
 	// message ID makes it a no-op otherwise.
-	if err := executor.Enqueue(ctx, c.js, c.ns, queue, id, "start", "start:"+id); err != nil {
+	if err := protocol.Enqueue(ctx, c.js, c.ns, queue, id, "start", "start:"+id); err != nil {
 		return id, created, err
 	}
 	if created {
@@ -205,12 +205,12 @@ func (c *Client) Start(ctx context.Context, workflow string, input any, o StartO
 // when executors restart with another configuration).
 const DefaultWorkflowCacheTTL = 10 * time.Second
 
-// lookupWorkflow is executor.LookupWorkflow with a short cache of the
+// lookupWorkflow is protocol.LookupWorkflow with a short cache of the
 // workflows found, so starting many runs costs no extra round trip each.
 // Concurrent starts of one workflow share one lookup (a burst of starts
 // after the cache expired costs one read, not one each). Unknown names are
 // always checked again.
-func (c *Client) lookupWorkflow(ctx context.Context, name string) (*executor.WorkflowMeta, []string, error) {
+func (c *Client) lookupWorkflow(ctx context.Context, name string) (*protocol.WorkflowMeta, []string, error) {
 	c.metaMu.Lock()
 	if m, ok := c.metas[name]; ok && time.Since(m.at) < DefaultWorkflowCacheTTL {
 		c.metaMu.Unlock()
@@ -231,7 +231,7 @@ func (c *Client) lookupWorkflow(ctx context.Context, name string) (*executor.Wor
 	}
 	c.metaCalls[name] = call
 	c.metaMu.Unlock()
-	call.meta, call.known, call.err = executor.LookupWorkflow(ctx, c.js, c.ns, name)
+	call.meta, call.known, call.err = protocol.LookupWorkflow(ctx, c.js, c.ns, name)
 	c.metaMu.Lock()
 	if call.err == nil && call.meta != nil {
 		c.metas[name] = cachedMeta{meta: call.meta, at: time.Now()}
@@ -245,13 +245,13 @@ func (c *Client) lookupWorkflow(ctx context.Context, name string) (*executor.Wor
 // metaCall is one workflow lookup in flight.
 type metaCall struct {
 	done  chan struct{}
-	meta  *executor.WorkflowMeta
+	meta  *protocol.WorkflowMeta
 	known []string
 	err   error
 }
 
 type cachedMeta struct {
-	meta *executor.WorkflowMeta
+	meta *protocol.WorkflowMeta
 	at   time.Time
 }
 
@@ -416,7 +416,7 @@ func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (ev
 		}
 		return events.Summary{}, err
 	}
-	if err := executor.Enqueue(ctx, c.js, c.ns, queue, id, "resume:"+stepKey, "resume:"+id+":"+stepKey); err != nil {
+	if err := protocol.Enqueue(ctx, c.js, c.ns, queue, id, "resume:"+stepKey, "resume:"+id+":"+stepKey); err != nil {
 		return events.Summary{}, err
 	}
 	return events.Summarize(hist), nil
@@ -452,7 +452,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 		}
 		return err
 	}
-	return executor.Enqueue(ctx, c.js, c.ns, queue, id, "cancel", "cancel:"+id)
+	return protocol.Enqueue(ctx, c.js, c.ns, queue, id, "cancel", "cancel:"+id)
 }
 
 // PublishEvent publishes data on topic and wakes the runs waiting on it.
@@ -468,26 +468,26 @@ func (c *Client) PublishEvent(ctx context.Context, topic string, data any) error
 			return err
 		}
 	}
-	ack, err := c.js.Publish(ctx, executor.TopicSubject(c.ns, topic), b)
+	ack, err := c.js.Publish(ctx, protocol.TopicSubject(c.ns, topic), b)
 	if err != nil {
 		return perr.Wrap(err, CodeUnreachable, "", "cannot publish event on %s", topic)
 	}
-	kv, err := c.js.KeyValue(ctx, embed.WaitersKV)
+	kv, err := c.js.KeyValue(ctx, protocol.WaitersKV)
 	if err != nil {
 		return perr.Wrap(err, CodeUnreachable, "", "waiters bucket unavailable")
 	}
-	lister, err := kv.ListKeysFiltered(ctx, executor.WaiterFilter(c.ns, topic))
+	lister, err := kv.ListKeysFiltered(ctx, protocol.WaiterFilter(c.ns, topic))
 	if err != nil {
 		return nil
 	}
 	for k := range lister.Keys() {
-		runID := executor.RunIDFromWaiterKey(k)
+		runID := protocol.RunIDFromWaiterKey(k)
 		entry, err := kv.Get(ctx, k)
 		var q struct{ Queue string }
 		if err == nil {
 			_ = json.Unmarshal(entry.Value(), &q)
 		}
-		_ = executor.Enqueue(ctx, c.js, c.ns, q.Queue, runID, "event:"+topic, "event:"+runID+":"+itoa(ack.Sequence))
+		_ = protocol.Enqueue(ctx, c.js, c.ns, q.Queue, runID, "event:"+topic, "event:"+runID+":"+itoa(ack.Sequence))
 	}
 	return nil
 }
@@ -503,11 +503,11 @@ type ListFilter struct {
 
 // List reads the derived run index, newest first.
 func (c *Client) List(ctx context.Context, f ListFilter) ([]events.Summary, error) {
-	kv, err := c.js.KeyValue(ctx, embed.RunsKV)
+	kv, err := c.js.KeyValue(ctx, protocol.RunsKV)
 	if err != nil {
 		return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run index unavailable")
 	}
-	lister, err := kv.ListKeysFiltered(ctx, c.ns+".*")
+	lister, err := kv.ListKeysFiltered(ctx, protocol.IndexFilter(c.ns))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil

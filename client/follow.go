@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Follow delivers the run's events with a sequence above fromSeq, in order,
@@ -68,10 +68,10 @@ func deliver(evs []events.Event, fn func(events.Event) error) error {
 }
 
 // Cursor is a resume position over every run of a namespace: for each run
-// partition (embed.RunPartitions streams), the last stream sequence
+// partition (protocol.RunPartitions streams), the last stream sequence
 // delivered. Its text form is the sequences joined by dots, partition 0
 // first ("12.40.7.9"); the zero cursor ("0.0.0.0") is the beginning.
-type Cursor [embed.RunPartitions]uint64
+type Cursor [protocol.RunPartitions]uint64
 
 // String renders the cursor as ParseCursor reads it.
 func (c Cursor) String() string {
@@ -132,7 +132,7 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 		err  error
 	}
 	ch := make(chan item)
-	for p := 0; p < embed.RunPartitions; p++ {
+	for p := 0; p < protocol.RunPartitions; p++ {
 		var filters []string
 		if len(o.Types) == 0 {
 			filters = []string{c.store.AllRunsFilter(p)}
@@ -140,7 +140,7 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 		for _, t := range o.Types {
 			filters = append(filters, strings.TrimSuffix(c.store.AllRunsFilter(p), ">")+"*."+string(t))
 		}
-		it, err := c.partitionIterator(ctx, embed.RunsStreamName(p), filters, o.From[p], o.NewOnly)
+		it, err := c.partitionIterator(ctx, protocol.RunsStreamName(p), filters, o.From[p], o.NewOnly)
 		if err != nil {
 			return err
 		}
@@ -208,14 +208,14 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 // FollowAll must reach to have delivered everything stored so far).
 func (c *Client) LastCursor(ctx context.Context) (Cursor, error) {
 	var cur Cursor
-	for p := 0; p < embed.RunPartitions; p++ {
-		st, err := c.js.Stream(ctx, embed.RunsStreamName(p))
+	for p := 0; p < protocol.RunPartitions; p++ {
+		st, err := c.js.Stream(ctx, protocol.RunsStreamName(p))
 		if err != nil {
-			return cur, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run stream %s unavailable", embed.RunsStreamName(p))
+			return cur, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run stream %s unavailable", protocol.RunsStreamName(p))
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return cur, perr.Wrap(err, CodeUnreachable, "", "run stream %s unavailable", embed.RunsStreamName(p))
+			return cur, perr.Wrap(err, CodeUnreachable, "", "run stream %s unavailable", protocol.RunsStreamName(p))
 		}
 		cur[p] = info.State.LastSeq
 	}

@@ -2,8 +2,6 @@ package embed_test
 
 import (
 	"context"
-	"fmt"
-	"hash/fnv"
 	"strings"
 	"testing"
 	"time"
@@ -14,65 +12,8 @@ import (
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/protocol"
 )
-
-func TestProvisionIsIdempotent(t *testing.T) {
-	s := testutil.StartServer(t)
-	ctx := context.Background()
-	before, _ := s.JS.Stream(ctx, embed.RunsStreamName(0))
-	created := before.CachedInfo().Created
-	for i := 0; i < 3; i++ {
-		if err := embed.Provision(ctx, s.JS, "default", 1); err != nil {
-			t.Fatalf("provision #%d: %v", i+2, err)
-		}
-	}
-	after, _ := s.JS.Stream(ctx, embed.RunsStreamName(0))
-	if !after.CachedInfo().Created.Equal(created) {
-		t.Fatal("stream was recreated by a second Provision")
-	}
-	if !s.Synced() {
-		t.Fatal("fsync must be on by default")
-	}
-	if !strings.HasPrefix(s.ClientURL(), "nats://127.0.0.1:") {
-		t.Fatalf("loopback listener expected, got %q", s.ClientURL())
-	}
-}
-
-func TestProvisionUpdatesDriftAndReportsImmutableDrift(t *testing.T) {
-	s := testutil.StartServer(t)
-	ctx := context.Background()
-	// Updatable drift: someone turned off direct get.
-	cfg := embed.StreamConfigs(1)[0]
-	cfg.AllowDirect = false
-	if _, err := s.JS.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := embed.Provision(ctx, s.JS, "default", 1); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := s.JS.Stream(ctx, embed.RunsStreamName(0))
-	if !st.CachedInfo().Config.AllowDirect {
-		t.Fatal("drift in allow_direct was not repaired")
-	}
-	// Immutable drift: a memory stream under Polos's name.
-	if err := s.JS.DeleteStream(ctx, embed.EventsStream); err != nil {
-		t.Fatal(err)
-	}
-	var bad jetstream.StreamConfig
-	for _, c := range embed.StreamConfigs(1) {
-		if c.Name == embed.EventsStream {
-			bad = c
-		}
-	}
-	bad.Storage = jetstream.MemoryStorage
-	if _, err := s.JS.CreateStream(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
-	err := embed.Provision(ctx, s.JS, "default", 1)
-	if perr.CodeOf(err) != embed.CodeDrift || !strings.Contains(err.Error(), "storage") {
-		t.Fatalf("want a drift error naming storage, got %v", err)
-	}
-}
 
 func TestDataDirIsLocked(t *testing.T) {
 	s := testutil.StartServer(t)
@@ -100,7 +41,7 @@ func TestScheduledTaskReachesWorkQueue(t *testing.T) {
 	dir := s.Dir
 	s.Stop()
 	s2 := testutil.StartServerIn(t, dir)
-	cons, err := s2.JS.Consumer(ctx, embed.TasksStream, embed.ExecutorConsumer("default"))
+	cons, err := s2.JS.Consumer(ctx, protocol.TasksStream, protocol.ExecutorConsumer("default"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,29 +63,4 @@ func TestScheduledTaskReachesWorkQueue(t *testing.T) {
 		t.Fatalf("payload %q", got.Data())
 	}
 	_ = got.Ack()
-}
-
-// TestRunPartitionIsTheDocumentedHash pins the partition function: it is
-// part of the subject contract (docs/subjects.md), so other programs can
-// compute it with any FNV-1a implementation.
-func TestRunPartitionIsTheDocumentedHash(t *testing.T) {
-	seen := map[int]int{}
-	for i := 0; i < 1000; i++ {
-		id := fmt.Sprintf("run_%d", i)
-		h := fnv.New32a()
-		h.Write([]byte(id))
-		want := int(h.Sum32() % embed.RunPartitions)
-		if got := embed.RunPartition(id); got != want {
-			t.Fatalf("RunPartition(%q) = %d, want FNV-1a %% %d = %d", id, got, embed.RunPartitions, want)
-		}
-		seen[want]++
-	}
-	for p := 0; p < embed.RunPartitions; p++ {
-		if seen[p] < 1000/embed.RunPartitions/2 {
-			t.Fatalf("partition %d got %d of 1000 runs: %v", p, seen[p], seen)
-		}
-	}
-	if embed.RunsStreamName(3) != "POLOS_RUNS_3" {
-		t.Fatalf("stream name %s", embed.RunsStreamName(3))
-	}
 }

@@ -33,7 +33,6 @@ const (
 const (
 	CodeStart     perr.Code = "EMBED_START"   // the server could not start
 	CodeDataDirIn perr.Code = "EMBED_DATADIR" // the data directory is unusable or locked
-	CodeDrift     perr.Code = "EMBED_CONFIG_DRIFT"
 )
 
 // Options configure the embedded server.

@@ -3,7 +3,7 @@
 //
 // The history of a run is the ordered list of its events on the subjects
 // polos.<ns>.run.<partition>.<runID>.<type>, in stream POLOS_RUNS_<partition>
-// (embed.RunPartition). It is the only authoritative state of a run.
+// (protocol.RunPartition). It is the only authoritative state of a run.
 package events
 
 import (

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Group commit defaults.
@@ -117,7 +117,7 @@ func (c *committer) loop() {
 			// An atomic batch commits into one stream: split by partition.
 			parts := map[int][]*groupItem{}
 			for _, it := range batch {
-				p := embed.RunPartition(it.runID)
+				p := protocol.RunPartition(it.runID)
 				parts[p] = append(parts[p], it)
 			}
 			var wg sync.WaitGroup

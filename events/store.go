@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Store defaults.
@@ -35,16 +35,16 @@ const (
 
 // Store error codes.
 const (
-	CodeConflict       perr.Code = "APPEND_CONFLICT"   // generic CAS conflict (see ConflictError)
-	CodeLostOwnership  perr.Code = "LOST_OWNERSHIP"    // another executor appended to this run
-	CodeSignalArrived  perr.Code = "SIGNAL_ARRIVED"    // a client/other run appended first; reload and retry
-	CodeNonDeterminism perr.Code = "NONDETERMINISM"    // a different event sits at our position
-	CodeRunExists      perr.Code = "RUN_EXISTS"        // create of an ID that already has history
-	CodeRunNotFound    perr.Code = "RUN_NOT_FOUND"     // no history for the run ID
-	CodeBadID          perr.Code = "BAD_ID"            // run ID or namespace not a valid subject token
-	CodeStoreIO        perr.Code = "STORE_UNAVAILABLE" // the server did not answer
-	CodePayloadTooBig  perr.Code = "PAYLOAD_TOO_LARGE" // over the object-store limit
-	CodeBlobMissing    perr.Code = "BLOB_MISSING"      // an event references a blob that is gone
+	CodeConflict       perr.Code = "APPEND_CONFLICT"    // generic CAS conflict (see ConflictError)
+	CodeLostOwnership  perr.Code = "LOST_OWNERSHIP"     // another executor appended to this run
+	CodeSignalArrived  perr.Code = "SIGNAL_ARRIVED"     // a client/other run appended first; reload and retry
+	CodeNonDeterminism perr.Code = "NONDETERMINISM"     // a different event sits at our position
+	CodeRunExists      perr.Code = "RUN_EXISTS"         // create of an ID that already has history
+	CodeRunNotFound    perr.Code = "RUN_NOT_FOUND"      // no history for the run ID
+	CodeBadID          perr.Code = "BAD_ID"             // run ID or namespace not a valid subject token
+	CodeStoreIO                  = protocol.CodeStoreIO // the server did not answer
+	CodePayloadTooBig  perr.Code = "PAYLOAD_TOO_LARGE"  // over the object-store limit
+	CodeBlobMissing    perr.Code = "BLOB_MISSING"       // an event references a blob that is gone
 )
 
 // JetStream API error codes for a failed expected-last-sequence check:
@@ -165,17 +165,17 @@ func (s *Store) Subject(runID string, t Type) string { return s.runPrefix(runID)
 
 // runPrefix is "polos.<ns>.run.<partition>.<runID>.".
 func (s *Store) runPrefix(runID string) string {
-	return "polos." + s.ns + ".run." + strconv.Itoa(embed.RunPartition(runID)) + "." + runID + "."
+	return protocol.RunPrefix(s.ns, runID)
 }
 
 // AllRunsFilter covers every event of every run of the namespace in
 // partition p (one stream each).
 func (s *Store) AllRunsFilter(p int) string {
-	return "polos." + s.ns + ".run." + strconv.Itoa(p) + ".>"
+	return protocol.PartitionFilter(s.ns, p)
 }
 
 // StreamOf is the stream that holds run runID's history.
-func (s *Store) StreamOf(runID string) string { return embed.RunsStreamOf(runID) }
+func (s *Store) StreamOf(runID string) string { return protocol.RunsStreamOf(runID) }
 
 // Append appends ev to the run's history if the run's last sequence is
 // still expectedSeq (0 = the run has no history yet: this creates it).
@@ -340,7 +340,7 @@ func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int)
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
 	}
 	defer sub.Unsubscribe()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+s.StreamOf(runID), inbox, req); err != nil {
+	if err := s.nc.PublishRequest(protocol.DirectGetSubject(s.StreamOf(runID)), inbox, req); err != nil {
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
 	}
 	deadline, ok := ctx.Deadline()
@@ -473,9 +473,9 @@ func (s *Store) blobStore(ctx context.Context) (jetstream.ObjectStore, error) {
 	if s.blobs != nil {
 		return s.blobs, nil
 	}
-	obs, err := s.js.ObjectStore(ctx, embed.BlobStore)
+	obs, err := s.js.ObjectStore(ctx, protocol.BlobStore)
 	if err != nil {
-		return nil, perr.Wrap(err, CodeStoreIO, "run polosd once to provision the server", "object store %s unavailable", embed.BlobStore)
+		return nil, perr.Wrap(err, CodeStoreIO, "run polosd once to provision the server", "object store %s unavailable", protocol.BlobStore)
 	}
 	s.blobs = obs
 	return obs, nil
@@ -519,7 +519,7 @@ func (s *Store) inflate(ctx context.Context, ev *Event) error {
 	}
 	b, err := obs.GetBytes(ctx, ev.Blob)
 	if err != nil {
-		return perr.Wrap(err, CodeBlobMissing, "restore the object store "+embed.BlobStore+" from backup",
+		return perr.Wrap(err, CodeBlobMissing, "restore the object store "+protocol.BlobStore+" from backup",
 			"event seq %d of run %s references blob %s", ev.Seq, ev.RunID, ev.Blob)
 	}
 	sum := sha256.Sum256(b)

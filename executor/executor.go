@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 	"github.com/polos-run/polos/replay"
 )
@@ -118,7 +118,7 @@ func (e *Executor) ID() string { return e.opts.ID }
 // stops pulling, lets runs in flight finish their current work, and
 // returns; tasks it had not finished are redelivered to another executor.
 func (e *Executor) Run(ctx context.Context) error {
-	cons, err := e.js.Consumer(ctx, embed.TasksStream, embed.ExecutorConsumer(e.opts.Namespace))
+	cons, err := e.js.Consumer(ctx, protocol.TasksStream, protocol.ExecutorConsumer(e.opts.Namespace))
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "start polosd (it provisions the streams) or check --nats-url", "cannot open the task consumer")
 	}
@@ -150,7 +150,7 @@ func (e *Executor) Run(ctx context.Context) error {
 }
 
 func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
-	var t Task
+	var t protocol.Task
 	if err := json.Unmarshal(msg.Data(), &t); err != nil || events.ValidateID("run ID", t.RunID) != nil {
 		e.log.Error("dropping malformed task", "subject", msg.Subject(), "payload", string(msg.Data()))
 		_ = msg.Term()
@@ -186,7 +186,7 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 func heartbeat(msg jetstream.Msg) func() {
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(embed.DefaultTaskAckWait / 3)
+		t := time.NewTicker(protocol.DefaultTaskAckWait / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -330,7 +330,7 @@ func NotifyParent(ctx context.Context, st *events.Store, js jetstream.JetStream,
 	if err != nil {
 		return err
 	}
-	return Enqueue(ctx, js, st.Namespace(), queue, parentID, "child:"+childID, "child:"+parentID+":"+childID)
+	return protocol.Enqueue(ctx, js, st.Namespace(), queue, parentID, "child:"+childID, "child:"+parentID+":"+childID)
 }
 
 var errAlreadyNotified = errors.New("already notified")
@@ -342,7 +342,7 @@ var errAlreadyNotified = errors.New("already notified")
 func PutIndex(ctx context.Context, js jetstream.JetStream, sum events.Summary) error {
 	sum.Result = nil // keep the index small; `polos result` reads the history
 	b, _ := json.Marshal(sum)
-	return js.Conn().Publish("$KV."+embed.RunsKV+"."+sum.Namespace+"."+sum.ID, b)
+	return js.Conn().Publish(protocol.KVSubject(protocol.RunsKV, protocol.IndexKey(sum.Namespace, sum.ID)), b)
 }
 
 func (e *Executor) history(ctx context.Context, runID string) ([]events.Event, error) {

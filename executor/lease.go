@@ -10,16 +10,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // DefaultLeaseTTL is how long a run stays owned by an executor that stopped
 // renewing (it renews every DefaultLeaseTTL/3 while it works on the run).
 // It equals the task ack wait, so a run whose executor was killed is taken
 // over by another within about that long.
-const DefaultLeaseTTL = embed.DefaultTaskAckWait
+const DefaultLeaseTTL = protocol.DefaultTaskAckWait
 
 // CodeRunBusy: another live executor is advancing the run right now.
 const CodeRunBusy perr.Code = "RUN_BUSY"
@@ -47,11 +47,11 @@ type leaseRecord struct {
 }
 
 func (e *Executor) acquireLease(ctx context.Context, runID string) (*lease, error) {
-	kv, err := e.js.KeyValue(ctx, embed.LeasesKV)
+	kv, err := e.js.KeyValue(ctx, protocol.LeasesKV)
 	if err != nil {
 		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "lease bucket unavailable")
 	}
-	l := &lease{nc: e.nc, kv: kv, key: e.opts.Namespace + "." + runID, owner: e.opts.ID}
+	l := &lease{nc: e.nc, kv: kv, key: protocol.LeaseKey(e.opts.Namespace, runID), owner: e.opts.ID}
 	// A compare-and-swap conflict is not proof of a rival: our own previous
 	// release (published without waiting) may land between the read and the
 	// write. Re-read a few times; only a live record naming another owner
@@ -140,7 +140,7 @@ func (l *lease) renew() {
 func (l *lease) release() {
 	close(l.stop)
 	<-l.done
-	m := nats.NewMsg("$KV." + embed.LeasesKV + "." + l.key)
+	m := nats.NewMsg(protocol.KVSubject(protocol.LeasesKV, l.key))
 	m.Header.Set("KV-Operation", "DEL")
 	m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(l.rev, 10))
 	_ = l.nc.PublishMsg(m)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 )
 
@@ -80,7 +81,7 @@ func (e *Executor) slotRequest(hist []events.Event) (ratelimit.Request, bool) {
 		}
 	}
 	return ratelimit.Request{
-		Queue: queueOrDefault(first.Attr("queue")), Key: first.Attr(AttrConcurrencyKey), Limit: limit,
+		Queue: protocol.QueueOrDefault(first.Attr("queue")), Key: first.Attr(AttrConcurrencyKey), Limit: limit,
 		Run: first.RunID, Holder: e.opts.ID, Ticket: hist[len(hist)-1].Seq,
 	}, true
 }

@@ -15,9 +15,9 @@ import (
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Scope says how far a grant reaches.
@@ -202,14 +202,14 @@ type Grants struct {
 	ns string
 }
 
-// NewGrants opens the grants bucket (provisioned by embed.Provision).
+// NewGrants opens the grants bucket (provisioned by protocol.Provision).
 func NewGrants(ctx context.Context, js jetstream.JetStream, ns string) (*Grants, error) {
 	if err := events.ValidateID("namespace", ns); err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, embed.GrantsKV)
+	kv, err := js.KeyValue(ctx, protocol.GrantsKV)
 	if err != nil {
-		return nil, perr.Wrap(err, CodeGrantStore, "start polosd once to provision the server", "grants bucket %s unavailable", embed.GrantsKV)
+		return nil, perr.Wrap(err, CodeGrantStore, "start polosd once to provision the server", "grants bucket %s unavailable", protocol.GrantsKV)
 	}
 	return &Grants{kv: kv, ns: ns}, nil
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Limit is a provider rate limit for one API key and model. Zero in a
@@ -118,7 +118,7 @@ type Bucket struct {
 
 // NewBucket returns the rate limiter for rules (from polos.yaml).
 func NewBucket(js jetstream.JetStream, rules RateRules) *Bucket {
-	return &Bucket{js: js, rules: rules, now: time.Now, kv: lazyKV{js: js, name: embed.RatesKV}}
+	return &Bucket{js: js, rules: rules, now: time.Now, kv: lazyKV{js: js, name: protocol.RatesKV}}
 }
 
 // bucketState is the stored state: what is available (negative: owed) at At.
@@ -160,7 +160,7 @@ func advance(st *bucketState, cur []byte, req, tok dim, now time.Time) error {
 		return nil
 	}
 	if err := json.Unmarshal(cur, st); err != nil {
-		return perr.Wrap(err, CodeBadLimit, "delete the key from "+embed.RatesKV+" (it restarts full)", "rate-limit state is unreadable")
+		return perr.Wrap(err, CodeBadLimit, "delete the key from "+protocol.RatesKV+" (it restarts full)", "rate-limit state is unreadable")
 	}
 	elapsed := float64(max(now.UnixNano()-st.At, 0))
 	st.Requests = req.refill(st.Requests, elapsed)

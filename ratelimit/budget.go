@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // ScopeKind is what a budget applies to.
@@ -137,7 +137,7 @@ type Budget struct {
 
 // NewBudget returns the budgets of namespace ns.
 func NewBudget(js jetstream.JetStream, ns string) *Budget {
-	return &Budget{js: js, ns: ns, kv: lazyKV{js: js, name: embed.BudgetsKV}}
+	return &Budget{js: js, ns: ns, kv: lazyKV{js: js, name: protocol.BudgetsKV}}
 }
 
 func (b *Budget) key(s Scope) string {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Slot defaults.
@@ -79,7 +79,7 @@ type Slots struct {
 // NewSlots returns the semaphore of namespace ns. It opens the KV bucket on
 // first use, so executors that never see a limited queue never touch it.
 func NewSlots(js jetstream.JetStream, ns string) *Slots {
-	return &Slots{js: js, ns: ns, TTL: DefaultSlotTTL, WaitTTL: DefaultWaitTTL, MaxWaiting: DefaultMaxWaiting, now: time.Now, kv: lazyKV{js: js, name: embed.SlotsKV}}
+	return &Slots{js: js, ns: ns, TTL: DefaultSlotTTL, WaitTTL: DefaultWaitTTL, MaxWaiting: DefaultMaxWaiting, now: time.Now, kv: lazyKV{js: js, name: protocol.SlotsKV}}
 }
 
 // SlotState is what one queue/key's KV value holds.
@@ -236,7 +236,7 @@ func decodeSlotState(b []byte, key string) (SlotState, error) {
 		return st, nil
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, perr.Wrap(err, CodeBadLimit, "delete the key with `nats kv del "+embed.SlotsKV+" "+key+"` (it is rebuilt by the next runs)", "slot state %s is unreadable", key)
+		return st, perr.Wrap(err, CodeBadLimit, "delete the key with `nats kv del "+protocol.SlotsKV+" "+key+"` (it is rebuilt by the next runs)", "slot state %s is unreadable", key)
 	}
 	return st, nil
 }

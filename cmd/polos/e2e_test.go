@@ -20,10 +20,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/app"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/protocol"
 )
 
 var binDir string
@@ -625,7 +625,7 @@ func TestClusterRoles(t *testing.T) {
 
 // TestSubjectsContract: a plain NATS client (no Polos code) sees approval
 // requests on polos.*.run.*.*.suspended, as docs/subjects.md says, in the
-// partition embed.RunPartition computes.
+// partition protocol.RunPartition computes.
 func TestSubjectsContract(t *testing.T) {
 	d := startPolosd(t, t.TempDir())
 	nc, err := nats.Connect(d.ready.NATSURL)
@@ -642,7 +642,7 @@ func TestSubjectsContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg.Subject != fmt.Sprintf("polos.default.run.%d.%s.suspended", embed.RunPartition(id), id) || len(msg.Data) < 2 || msg.Data[0] != 'P' || msg.Data[1] < 1 || msg.Data[1] > events.FormatVersion {
+	if msg.Subject != fmt.Sprintf("polos.default.run.%d.%s.suspended", protocol.RunPartition(id), id) || len(msg.Data) < 2 || msg.Data[0] != 'P' || msg.Data[1] < 1 || msg.Data[1] > events.FormatVersion {
 		t.Fatalf("subject %s, payload % x", msg.Subject, msg.Data[:min(8, len(msg.Data))])
 	}
 	e, err := events.Decode(msg.Data)

@@ -8,12 +8,12 @@ import (
 	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/agent"
 	"github.com/polos-run/polos/config"
-	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
 	_ "github.com/polos-run/polos/llm/providers" // link anthropic, openai, scripted
 	"github.com/polos-run/polos/policy"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 	"github.com/polos-run/polos/sandbox"
 )
@@ -42,18 +42,18 @@ func agentDeps(cfg *config.Config, deps Deps) (agent.Deps, error) {
 		Sessions: agent.KVSessions{JS: deps.JS, Namespace: deps.Namespace},
 		Stream: func(runID string, d agent.StreamDelta) {
 			b, _ := json.Marshal(d)
-			_ = deps.NC.Publish("polos."+deps.Namespace+".stream."+runID, b)
+			_ = deps.NC.Publish(protocol.DeltaSubject(deps.Namespace, runID), b)
 		},
 	}, nil
 }
 
 // registerAgents adds one workflow per agent of cfg and returns what to
 // advertise about them.
-func registerAgents(reg *polos.Registry, cfg *config.Config, deps Deps, ad agent.Deps) ([]executor.WorkflowMeta, error) {
+func registerAgents(reg *polos.Registry, cfg *config.Config, deps Deps, ad agent.Deps) ([]protocol.WorkflowMeta, error) {
 	if cfg == nil || len(cfg.Agents) == 0 {
 		return nil, nil
 	}
-	var metas []executor.WorkflowMeta
+	var metas []protocol.WorkflowMeta
 	for _, a := range cfg.Agents {
 		ac, err := AgentConfig(cfg, a, deps.WorkspaceRoot)
 		if err != nil {
@@ -62,7 +62,7 @@ func registerAgents(reg *polos.Registry, cfg *config.Config, deps Deps, ad agent
 		if err := agent.Register(reg, ac, ad); err != nil {
 			return nil, perr.Wrap(err, config.CodeInvalid, "fix the agent in "+cfg.Path, "%s:%d: agent %s", cfg.Path, a.Line, a.ID)
 		}
-		m := executor.WorkflowMeta{Name: a.ID, Queue: ac.Queue, Kind: "agent"}
+		m := protocol.WorkflowMeta{Name: a.ID, Queue: ac.Queue, Kind: "agent"}
 		if a.Queue != nil {
 			m.ConcurrencyLimit = a.Queue.ConcurrencyLimit
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/httpapi"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/dispatch"
 	"github.com/polos-run/polos/sandbox/docker"
@@ -190,7 +191,7 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	if o.Role == RoleAll || o.Role == RoleServer || o.NATSURL != "" {
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := embed.Provision(pctx, d.js, o.Namespace, o.Replicas)
+		err := protocol.Provision(pctx, d.js, o.Namespace, o.Replicas)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -236,7 +237,7 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 			}()
 		}
 		actx, cancel2 := context.WithTimeout(ctx, 10*time.Second)
-		err := executor.Advertise(actx, d.js, o.Namespace, metas)
+		err := protocol.Advertise(actx, d.js, o.Namespace, metas)
 		cancel2()
 		if err != nil {
 			return nil, err

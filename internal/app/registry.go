@@ -10,7 +10,7 @@ import (
 	"github.com/polos-run/polos/config"
 	"github.com/polos-run/polos/examples/demo"
 	"github.com/polos-run/polos/examples/multiagent"
-	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/dispatch"
 )
@@ -48,10 +48,10 @@ func NewDeps(nc *nats.Conn, js jetstream.JetStream, ns, workspaceRoot string, lo
 // built-in demo and one workflow per agent of cfg.Agents. Every executor of
 // every polosd serving a namespace must build the same registry. It also
 // returns what executors advertise about each workflow (queue, limit).
-func Registry(cfg *config.Config, deps Deps) (*polos.Registry, []executor.WorkflowMeta, error) {
+func Registry(cfg *config.Config, deps Deps) (*polos.Registry, []protocol.WorkflowMeta, error) {
 	reg := polos.NewRegistry()
 	demo.Register(reg, demo.Deps{Sandbox: deps.Sandboxes[sandbox.ProviderLocal], WorkspaceRoot: deps.WorkspaceRoot})
-	metas := []executor.WorkflowMeta{{Name: "demo", Kind: "workflow"}}
+	metas := []protocol.WorkflowMeta{{Name: "demo", Kind: "workflow"}}
 	ad, err := agentDeps(cfg, deps)
 	if err != nil {
 		return nil, nil, err
@@ -60,7 +60,7 @@ func Registry(cfg *config.Config, deps Deps) (*polos.Registry, []executor.Workfl
 		return nil, nil, err
 	}
 	for _, n := range []string{multiagent.Workflow, multiagent.Planner, multiagent.Coder, multiagent.Tester} {
-		metas = append(metas, executor.WorkflowMeta{Name: n, Kind: "example"})
+		metas = append(metas, protocol.WorkflowMeta{Name: n, Kind: "example"})
 	}
 	agents, err := registerAgents(reg, cfg, deps, ad)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/protocol"
 )
 
 // CheckFor polls fn every interval until it returns nil or timeout passes,
@@ -64,7 +65,7 @@ func StartServerIn(t testing.TB, dir string) *Server {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := embed.Provision(ctx, js, "default", 1); err != nil {
+	if err := protocol.Provision(ctx, js, "default", 1); err != nil {
 		t.Fatal(err)
 	}
 	ts := &Server{Server: s, Dir: dir, NC: nc, JS: js}

@@ -1,4 +1,4 @@
-package embed
+package protocol
 
 import (
 	"context"
@@ -6,71 +6,18 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/internal/perr"
 )
 
-// Names of everything Polos provisions. They are part of the public contract
-// (documented in README "NATS subjects and streams").
-const (
-	RunsStream   = "POLOS_RUNS"      // prefix of the run-history partitions POLOS_RUNS_<p>: polos.<ns>.run.<p>.<runID>.<event>
-	TasksStream  = "POLOS_TASKS"     // work queue: polos.<ns>.task.<queue>, timers: polos.<ns>.sched.<runID>.<key>
-	EventsStream = "POLOS_EVENTS"    // topics for WaitForEvent: polos.<ns>.event.<topic>
-	RunsKV       = "polos_runs"      // derived run index (rebuildable from POLOS_RUNS)
-	GrantsKV     = "polos_grants"    // allow-always grants
-	WaitersKV    = "polos_waiters"   // runs waiting on an event topic: <ns>.<topic>.<runID>
-	LeasesKV     = "polos_leases"    // which executor owns a run right now: <ns>.<runID>
-	WorkflowsKV  = "polos_workflows" // workflows executors serve: <ns>.<name> -> queue, limit
-	SessionsKV   = "polos_sessions"  // agent conversations across runs: <ns>.<agent>.<session>
-	SlotsKV      = "polos_slots"     // queue concurrency slots: <ns>.<queue>.<key>
-	RatesKV      = "polos_rates"     // rate-limit token buckets: <provider key>.<model>
-	BudgetsKV    = "polos_budgets"   // token and cost budgets: <ns>.<scope kind>.<id>
-	BlobStore    = "polos_blobs"     // large payloads by sha256
-)
+// CodeDrift: an asset exists with a configuration Polos cannot use and the
+// server cannot change in place, or provisioning was refused.
+const CodeDrift perr.Code = "EMBED_CONFIG_DRIFT"
 
-// Provisioning defaults.
-const (
-	// DefaultTaskAckWait bounds how long a task owned by a dead executor
-	// stays invisible: another executor gets it after this long. Live
-	// executors heartbeat (InProgress) every DefaultTaskAckWait/3.
-	DefaultTaskAckWait   = 1500 * time.Millisecond
-	DefaultDedupeWindow  = 2 * time.Minute
-	DefaultEventsMaxAge  = 7 * 24 * time.Hour
-	DefaultMaxAckPending = 10_000
-)
-
-// RunPartitions is how many streams hold run histories. A run lives in
-// partition RunPartition(runID), stream RunsStreamName(p), subjects
-// polos.<ns>.run.<p>.<runID>.<event>. With fsync on every write a stream
-// stores one message at a time, so partitions are what let concurrent runs
-// use the disk in parallel (docs/adr/0005-run-partitions.md). Every client,
-// executor and subscriber must agree on it: it is part of the subject
-// contract, not a tuning knob.
-const RunPartitions = 4
-
-// RunPartition is the partition of a run: FNV-1a (32-bit) of the run ID,
-// modulo RunPartitions.
-func RunPartition(runID string) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(runID); i++ {
-		h ^= uint32(runID[i])
-		h *= 16777619
-	}
-	return int(h % RunPartitions)
-}
-
-// RunsStreamName is the stream of partition p: POLOS_RUNS_<p>.
-func RunsStreamName(p int) string { return RunsStream + "_" + strconv.Itoa(p) }
-
-// RunsStreamOf is the stream holding run runID.
-func RunsStreamOf(runID string) string { return RunsStreamName(RunPartition(runID)) }
-
-// ExecutorConsumer is the durable pull consumer all executors of a
-// namespace share.
-func ExecutorConsumer(ns string) string { return "polos_executors_" + ns }
+// CodeStoreIO: the NATS server did not answer a read or write.
+const CodeStoreIO perr.Code = "STORE_UNAVAILABLE"
 
 // StreamConfigs returns the stream configurations Polos needs. replicas is 1
 // for the embedded server and typically 3 on a cluster.
@@ -166,7 +113,7 @@ func ExecutorConsumerConfig(ns string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ExecutorConsumer(ns),
 		Description:   "Polos executors of namespace " + ns,
-		FilterSubject: "polos." + ns + ".task.>",
+		FilterSubject: TasksFilter(ns),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       DefaultTaskAckWait,
 		MaxDeliver:    -1,

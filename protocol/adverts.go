@@ -1,4 +1,4 @@
-package executor
+package protocol
 
 import (
 	"context"
@@ -9,8 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/polos-run/polos/embed"
-	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
 )
 
@@ -26,14 +24,14 @@ type WorkflowMeta struct {
 
 // Advertise records that this namespace's executors serve the workflows.
 func Advertise(ctx context.Context, js jetstream.JetStream, ns string, metas []WorkflowMeta) error {
-	kv, err := js.KeyValue(ctx, embed.WorkflowsKV)
+	kv, err := js.KeyValue(ctx, WorkflowsKV)
 	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "workflows bucket unavailable")
+		return perr.Wrap(err, CodeStoreIO, "start polosd once to provision the server", "workflows bucket unavailable")
 	}
 	for _, m := range metas {
 		b, _ := json.Marshal(m)
 		if _, err := kv.Put(ctx, ns+"."+m.Name, b); err != nil {
-			return perr.Wrap(err, events.CodeStoreIO, "", "cannot advertise workflow %s", m.Name)
+			return perr.Wrap(err, CodeStoreIO, "", "cannot advertise workflow %s", m.Name)
 		}
 	}
 	return nil
@@ -43,7 +41,7 @@ func Advertise(ctx context.Context, js jetstream.JetStream, ns string, metas []W
 // advertised workflow of the namespace; it is empty when no executor ever
 // advertised (then callers should not refuse unknown names).
 func LookupWorkflow(ctx context.Context, js jetstream.JetStream, ns, name string) (meta *WorkflowMeta, known []string, err error) {
-	kv, err := js.KeyValue(ctx, embed.WorkflowsKV)
+	kv, err := js.KeyValue(ctx, WorkflowsKV)
 	if err != nil {
 		return nil, nil, nil // an older deployment: no advertisement
 	}
