@@ -15,7 +15,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Defaults of the embedded server.
@@ -50,13 +52,19 @@ type Options struct {
 	ServerName string
 	// Logs enables the server's own logging to stderr.
 	Logs bool
+	// Namespaces get one NATS account each, with one identity per role
+	// (package creds); default: just protocol.DefaultNamespace. There is
+	// no unauthenticated access: every client needs one of the
+	// credentials written under DataDir/creds.
+	Namespaces []string
 }
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns   *server.Server
-	opts Options
-	lock *os.File
+	ns    *server.Server
+	opts  Options
+	lock  *os.File
+	creds *creds.Store
 }
 
 // Start starts the embedded server and waits until it accepts connections.
@@ -73,16 +81,36 @@ func Start(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	sopts := &server.Options{
-		ServerName:         o.ServerName,
-		JetStream:          true,
-		StoreDir:           filepath.Join(o.DataDir, "jetstream"),
-		SyncAlways:         !o.NoSync,
-		MaxPayload:         DefaultMaxPayload,
-		NoSigs:             true,
-		DontListen:         o.Listen == "",
-		JetStreamMaxMemory: -1,
-		JetStreamMaxStore:  -1,
+	if len(o.Namespaces) == 0 {
+		o.Namespaces = []string{protocol.DefaultNamespace}
+	}
+	store, err := creds.Open(filepath.Join(o.DataDir, creds.DirName))
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	ids, err := store.Ensure(o.Namespaces)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	sopts := &server.Options{}
+	if err := sopts.ProcessConfigString(creds.NATSConfig(ids)); err != nil {
+		lock.Close()
+		return nil, perr.Wrap(err, CodeStart, "delete the malformed file under "+store.Dir()+" and restart", "cannot configure the server's accounts")
+	}
+	sopts.ServerName = o.ServerName
+	sopts.JetStream = true
+	sopts.StoreDir = filepath.Join(o.DataDir, "jetstream")
+	sopts.SyncAlways = !o.NoSync
+	sopts.MaxPayload = DefaultMaxPayload
+	sopts.NoSigs = true
+	sopts.DontListen = o.Listen == ""
+	sopts.JetStreamMaxMemory = -1
+	sopts.JetStreamMaxStore = -1
+	if err := migrateGlobalAccount(sopts.StoreDir, o.Namespaces[0]); err != nil {
+		lock.Close()
+		return nil, err
 	}
 	if sopts.ServerName == "" {
 		sopts.ServerName = "polosd"
@@ -118,8 +146,14 @@ func Start(o Options) (*Server, error) {
 		return nil, perr.New(CodeStart, "is the port already in use? try --listen 127.0.0.1:0",
 			"embedded NATS server not ready after %s", DefaultStartTimeout)
 	}
-	return &Server{ns: ns, opts: o, lock: lock}, nil
+	return &Server{ns: ns, opts: o, lock: lock, creds: store}, nil
 }
+
+// Creds is the store of the identities this server accepts.
+func (s *Server) Creds() *creds.Store { return s.creds }
+
+// Namespaces are the namespaces (accounts) the server serves.
+func (s *Server) Namespaces() []string { return s.opts.Namespaces }
 
 // ClientURL is the URL other programs use to connect ("" without listener).
 func (s *Server) ClientURL() string {
@@ -129,12 +163,22 @@ func (s *Server) ClientURL() string {
 	return s.ns.ClientURL()
 }
 
-// Connect opens an in-process client connection (no TCP).
+// Connect opens an in-process client connection (no TCP) as the server
+// identity of the first namespace: polosd itself.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(s.ns), nats.Name("polos-inprocess"), nats.MaxReconnects(-1)}, opts...)
+	return s.ConnectAs(s.opts.Namespaces[0], string(protocol.RoleServer), opts...)
+}
+
+// ConnectAs opens an in-process connection as identity name of namespace ns.
+func (s *Server) ConnectAs(ns, name string, opts ...nats.Option) (*nats.Conn, error) {
+	f, err := creds.Load(s.creds.File(ns, name))
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append([]nats.Option{nats.InProcessServer(s.ns), nats.Name("polos-inprocess-" + name), nats.MaxReconnects(-1)}, f.NATSOptions()...), opts...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
-		return nil, perr.Wrap(err, CodeStart, "", "cannot connect in-process to the embedded server")
+		return nil, perr.Wrap(err, CodeStart, "", "cannot connect in-process to the embedded server as %s", f.Identity)
 	}
 	return nc, nil
 }
@@ -162,6 +206,28 @@ func (s *Server) Shutdown() {
 func Version() string { return server.VERSION }
 
 var errLocked = errors.New("locked")
+
+// globalAccount is where a server without accounts keeps its JetStream data.
+const globalAccount = "$G"
+
+// migrateGlobalAccount moves the JetStream data of a data directory written
+// before namespaces had accounts of their own (everything in the global
+// account) into the account of namespace ns, once, before the server
+// starts. Runs of other namespaces in that data stay with ns's account.
+func migrateGlobalAccount(storeDir, ns string) error {
+	old := filepath.Join(storeDir, "jetstream", globalAccount)
+	dst := filepath.Join(storeDir, "jetstream", ns)
+	if _, err := os.Stat(old); err != nil {
+		return nil
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	if err := os.Rename(old, dst); err != nil {
+		return perr.Wrap(err, CodeDataDirIn, "move "+old+" to "+dst+" by hand", "cannot move the data of the unauthenticated server into account %s", ns)
+	}
+	return nil
+}
 
 func lockDataDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, "polosd.lock")

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/protocol"
 )
@@ -79,4 +80,27 @@ func (s *Server) Stop() {
 		s.NC.Close()
 	}
 	s.Shutdown()
+}
+
+// CredsFile is the seed file of identity name (a role name for the
+// identities polosd issues) of namespace "default" on s.
+func (s *Server) CredsFile(name string) string {
+	return s.Creds().File(protocol.DefaultNamespace, name)
+}
+
+// ConnectAs dials s over TCP as identity name of namespace "default" (a
+// role name: server, executor, sandbox, operator, observer), with its
+// credentials and reply-inbox prefix, and closes the connection at cleanup.
+func (s *Server) ConnectAs(t testing.TB, name string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	f, err := creds.Load(s.CredsFile(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.ClientURL(), append(f.NATSOptions(), opts...)...)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
