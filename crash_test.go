@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos"
@@ -65,7 +64,7 @@ func TestMain(m *testing.M) {
 }
 
 func runChildExecutor(url, effects string) {
-	nc, err := nats.Connect(url)
+	nc, err := testutil.ConnectChild(url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -92,7 +91,7 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 	self, _ := os.Executable()
 	spawn := func() *exec.Cmd {
 		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChildURL+"="+srv.ClientURL(), envChildFile+"="+effects)
+		cmd.Env = append(os.Environ(), envChildURL+"="+srv.ClientURL(), envChildFile+"="+effects, srv.ChildEnv("executor"))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -33,6 +33,8 @@ const (
 	CodeRunFinished    perr.Code = "RUN_FINISHED"
 	CodeTimeout        perr.Code = "TIMEOUT"
 	CodeBadInput       perr.Code = "BAD_INPUT" // malformed input, resume data or event payload
+	CodeUnauthorized   perr.Code = "UNAUTHORIZED"  // the server refused the credentials (or there were none)
+	CodeNoControl      perr.Code = "NO_CONTROL"    // no polosd control service answered
 )
 
 // DefaultConnectTimeout bounds how long Connect waits for a server.
@@ -45,22 +47,50 @@ type Client struct {
 	store *events.Store
 	ns    string
 	owned bool
+	// operator is set when the client changes runs through polosd's
+	// control service as this identity (see AsOperator).
+	operator string
 
 	metaMu    sync.Mutex
 	metas     map[string]cachedMeta
 	metaCalls map[string]*metaCall // lookups in flight, shared by concurrent starts
 }
 
-// Connect dials a NATS server (comma-separated URLs for a cluster).
-func Connect(url, ns string, opts ...nats.Option) (*Client, error) {
-	opts = append([]nats.Option{nats.Name("polos-client"), nats.Timeout(DefaultConnectTimeout)}, opts...)
-	nc, err := nats.Connect(url, opts...)
+// Option configures a Client.
+type Option func(*Client)
+
+// AsOperator makes the client change runs (start, resume, cancel, publish,
+// list, grants, budgets) through polosd's control service, as operator
+// identity name, and read histories with direct gets only: what a
+// connection with operator credentials may do (protocol.RoleOperator).
+// Without it the client writes run subjects itself, which only polosd and
+// executors may.
+func AsOperator(name string) Option {
+	return func(c *Client) {
+		c.operator = name
+		c.store.DirectReadsOnly()
+	}
+}
+
+// ReadOnly makes the client read with direct gets only (the observer role).
+func ReadOnly() Option { return func(c *Client) { c.store.DirectReadsOnly() } }
+
+// Connect dials a NATS server (comma-separated URLs for a cluster) with
+// natsOpts (credentials), then applies opts.
+func Connect(url, ns string, natsOpts []nats.Option, opts ...Option) (*Client, error) {
+	natsOpts = append([]nats.Option{nats.Name("polos-client"), nats.Timeout(DefaultConnectTimeout)}, natsOpts...)
+	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+			return nil, perr.Wrap(err, CodeUnauthorized,
+				"run the CLI as the user who started polosd (it finds <data-dir>/creds itself; --data-dir or POLOS_DATA_DIR if not ~/.polos), or pass --creds FILE",
+				"the Polos NATS server at %s refused these credentials", url)
+		}
 		return nil, perr.Wrap(err, CodeUnreachable,
 			"start a server with `polosd` (or `make demo`), or point --server / POLOS_NATS_URL at a running one",
 			"cannot reach the Polos NATS server at %s", url)
 	}
-	c, err := New(nc, ns)
+	c, err := New(nc, ns, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -70,7 +100,7 @@ func Connect(url, ns string, opts ...nats.Option) (*Client, error) {
 }
 
 // New wraps an existing connection.
-func New(nc *nats.Conn, ns string) (*Client, error) {
+func New(nc *nats.Conn, ns string, opts ...Option) (*Client, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, perr.Wrap(err, CodeUnreachable, "", "JetStream unavailable")
@@ -79,8 +109,16 @@ func New(nc *nats.Conn, ns string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, store: st, ns: st.Namespace(), metas: map[string]cachedMeta{}}, nil
+	c := &Client{nc: nc, js: js, store: st, ns: st.Namespace(), metas: map[string]cachedMeta{}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
+
+// Operator is the identity the client acts as through the control service
+// ("" for a client that writes directly).
+func (c *Client) Operator() string { return c.operator }
 
 // Close closes the connection if Connect opened it.
 func (c *Client) Close() {
@@ -122,6 +160,9 @@ type StartOptions struct {
 // run ID and whether this call created it (false: the ID already existed,
 // nothing was changed).
 func (c *Client) Start(ctx context.Context, workflow string, input any, o StartOptions) (string, bool, error) {
+	if c.operator != "" {
+		return c.startRemote(ctx, workflow, input, o)
+	}
 	if err := events.ValidateID("workflow name", workflow); err != nil {
 		return "", false, err
 	}
@@ -332,36 +373,27 @@ func (c *Client) Result(ctx context.Context, id string) (events.Summary, error) 
 }
 
 // waitTerminal returns when a terminal event of run id with a sequence
-// above after is stored.
+// above after is stored (read with direct gets: any reader may wait).
 func (c *Client) waitTerminal(ctx context.Context, id string, after uint64) error {
-	var subjects []string
-	for _, t := range []events.Type{events.RunCompleted, events.RunFailed, events.RunCancelled} {
-		subjects = append(subjects, c.store.Subject(id, t))
-	}
-	cons, err := c.js.OrderedConsumer(ctx, c.store.StreamOf(id), jetstream.OrderedConsumerConfig{
-		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1})
+	f, err := protocol.NewFollower(c.nc, c.store.StreamOf(id), c.store.RunFilter(id), after)
 	if err != nil {
 		return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
 	}
+	defer f.Stop()
 	for {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(resultRecheck))
+		m, err := f.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
 		}
-		for range batch.Messages() {
+		evs, ok := decodeMsg(m)
+		if ok && evs[len(evs)-1].Type.IsTerminal() {
 			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
 		}
 	}
 }
-
-// resultRecheck bounds one wait of Result before it checks ctx again.
-const resultRecheck = 2 * time.Second
 
 // Decision is a resume of a waiting step.
 type Decision struct {
@@ -374,6 +406,9 @@ type Decision struct {
 // concurrent decisions on the same step wins; the others get
 // CodeAlreadyDecided. A step that is not waiting gives CodeStepNotWaiting.
 func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (events.Summary, error) {
+	if c.operator != "" {
+		return c.resumeRemote(ctx, id, stepKey, d)
+	}
 	if len(d.Data) == 0 {
 		d.Data = json.RawMessage("{}")
 	}
@@ -436,6 +471,9 @@ func waitingKeys(s events.Summary) string {
 // Cancel requests cancellation. A waiting run is cancelled as soon as an
 // executor sees the request; a running step sees it through its context.
 func (c *Client) Cancel(ctx context.Context, id string) error {
+	if c.operator != "" {
+		return c.Control(ctx, protocol.CtlCancel, protocol.RunRequest{RunID: id}, nil)
+	}
 	var queue string
 	_, _, err := c.store.AppendSignal(ctx, id, &events.Event{Type: events.CancelRequest}, func(h []events.Event) error {
 		queue = h[0].Attr("queue")
@@ -459,6 +497,13 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 // Delivery rule: a run receives the first event published on the topic
 // after its WaitForEvent was registered; earlier events are not delivered.
 func (c *Client) PublishEvent(ctx context.Context, topic string, data any) error {
+	if c.operator != "" {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return perr.Wrap(err, CodeBadInput, "pass JSON-serialisable data", "cannot encode event")
+		}
+		return c.Control(ctx, protocol.CtlPublish, protocol.PublishRequest{Topic: topic, Data: b}, nil)
+	}
 	b, err := json.Marshal(data)
 	if err != nil {
 		return perr.Wrap(err, CodeBadInput, "pass JSON-serialisable data", "cannot encode event")
@@ -503,6 +548,9 @@ type ListFilter struct {
 
 // List reads the derived run index, newest first.
 func (c *Client) List(ctx context.Context, f ListFilter) ([]events.Summary, error) {
+	if c.operator != "" {
+		return c.listRemote(ctx, f)
+	}
 	kv, err := c.js.KeyValue(ctx, protocol.RunsKV)
 	if err != nil {
 		return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run index unavailable")

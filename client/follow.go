@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
@@ -23,14 +21,13 @@ func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn fu
 	if runID == "" {
 		return c.FollowAll(ctx, FollowOptions{}, func(e events.Event, _ Cursor) error { return fn(e) })
 	}
-	it, err := c.partitionIterator(ctx, c.store.StreamOf(runID), []string{c.store.RunFilter(runID)}, fromSeq, false)
+	it, err := c.partitionFollower(ctx, c.store.StreamOf(runID), c.store.RunFilter(runID), fromSeq, false)
 	if err != nil {
 		return err
 	}
 	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
 	for {
-		m, err := it.Next()
+		m, err := it.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -133,25 +130,20 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 	}
 	ch := make(chan item)
 	for p := 0; p < protocol.RunPartitions; p++ {
-		var filters []string
-		if len(o.Types) == 0 {
-			filters = []string{c.store.AllRunsFilter(p)}
+		// One type: a filter on it; several: the whole partition, filtered
+		// here (one follower per partition keeps the cursor's order).
+		filter := c.store.AllRunsFilter(p)
+		if len(o.Types) == 1 {
+			filter = strings.TrimSuffix(filter, ">") + "*." + string(o.Types[0])
 		}
-		for _, t := range o.Types {
-			filters = append(filters, strings.TrimSuffix(c.store.AllRunsFilter(p), ">")+"*."+string(t))
-		}
-		it, err := c.partitionIterator(ctx, protocol.RunsStreamName(p), filters, o.From[p], o.NewOnly)
+		it, err := c.partitionFollower(ctx, protocol.RunsStreamName(p), filter, o.From[p], o.NewOnly)
 		if err != nil {
 			return err
 		}
 		defer it.Stop()
 		go func(p int) {
-			<-ctx.Done()
-			it.Stop()
-		}(p)
-		go func(p int) {
 			for {
-				m, err := it.Next()
+				m, err := it.Next(ctx)
 				if err != nil {
 					select {
 					case ch <- item{part: p, err: err}:
@@ -222,38 +214,30 @@ func (c *Client) LastCursor(ctx context.Context) (Cursor, error) {
 	return cur, nil
 }
 
-// partitionIterator opens an ordered consumer on one run stream.
-func (c *Client) partitionIterator(ctx context.Context, stream string, filters []string, fromSeq uint64, newOnly bool) (jetstream.MessagesContext, error) {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
-	switch {
-	case newOnly:
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-	case fromSeq > 0:
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = fromSeq + 1
+// partitionFollower follows one run stream from fromSeq (or from its end
+// with newOnly) with direct gets: no consumer, so any reader may.
+func (c *Client) partitionFollower(ctx context.Context, stream, filter string, fromSeq uint64, newOnly bool) (*protocol.Follower, error) {
+	if newOnly {
+		st, err := c.js.Stream(ctx, stream)
+		if err != nil {
+			return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "cannot follow run events in %s", stream)
+		}
+		fromSeq = st.CachedInfo().State.LastSeq
 	}
-	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
-	if err != nil {
-		return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "cannot follow run events in %s", stream)
-	}
-	it, err := cons.Messages()
+	f, err := protocol.NewFollower(c.nc, stream, filter, fromSeq)
 	if err != nil {
 		return nil, perr.Wrap(err, CodeUnreachable, "", "cannot follow run events in %s", stream)
 	}
-	return it, nil
+	return f, nil
 }
 
 // decodeMsg decodes a stored message into its run events (events.Expand);
 // undecodable messages (not written by Polos) are skipped.
-func decodeMsg(m jetstream.Msg) ([]events.Event, bool) {
-	md, err := m.Metadata()
+func decodeMsg(m protocol.Stored) ([]events.Event, bool) {
+	ev, err := events.Decode(m.Data)
 	if err != nil {
 		return nil, false
 	}
-	ev, err := events.Decode(m.Data())
-	if err != nil {
-		return nil, false
-	}
-	ev.Seq = md.Sequence.Stream
+	ev.Seq = m.Seq
 	return events.Expand(ev), true
 }

@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -120,7 +118,16 @@ type Store struct {
 	// the ack (tests inject lost acks with it).
 	dropAck func() bool
 	group   *committer
+	// directOnly reads with direct gets only (no consumers): what the
+	// operator and observer roles are allowed.
+	directOnly bool
 }
+
+// DirectReadsOnly makes the store read histories and blobs with direct
+// gets only, never creating a consumer: for identities that may only read
+// (protocol.RoleOperator, protocol.RoleObserver). Long histories then take
+// one round trip per DefaultReadBatch events.
+func (s *Store) DirectReadsOnly() { s.directOnly = true }
 
 // NewStore returns a store for namespace ns. writer identifies this
 // process/executor in the events it writes.
@@ -308,12 +315,23 @@ func (s *Store) Load(ctx context.Context, runID string, afterSeq uint64) ([]Even
 	if err != nil {
 		return nil, err
 	}
-	if pending > 0 && len(out) > 0 {
-		rest, err := s.LoadOrdered(ctx, runID, out[len(out)-1].Seq)
-		if err != nil {
+	for pending > 0 && len(out) > 0 {
+		if !s.directOnly {
+			rest, err := s.LoadOrdered(ctx, runID, out[len(out)-1].Seq)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rest...)
+			break
+		}
+		var more []Event
+		if more, pending, err = s.readBatch(ctx, runID, out[len(out)-1].Seq+1, DefaultReadBatch); err != nil {
 			return nil, err
 		}
-		out = append(out, rest...)
+		if len(more) == 0 {
+			break
+		}
+		out = append(out, more...)
 	}
 	for i := range out {
 		if err := s.inflate(ctx, &out[i]); err != nil {
@@ -323,58 +341,23 @@ func (s *Store) Load(ctx context.Context, runID string, afterSeq uint64) ([]Even
 	return out, nil
 }
 
-// directGetRequest is the JetStream direct-get API request body.
-type directGetRequest struct {
-	Seq        uint64 `json:"seq,omitempty"`
-	NextBySubj string `json:"next_by_subj,omitempty"`
-	Batch      int    `json:"batch,omitempty"`
-}
-
 // readBatch does one batched direct get: up to n events of the run starting
 // at sequence from. pending is how many matching messages remain after it.
 func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int) ([]Event, uint64, error) {
-	req, _ := json.Marshal(directGetRequest{Seq: from, NextBySubj: s.RunFilter(runID), Batch: n})
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	msgs, pending, err := protocol.DirectBatch(ctx, s.nc, s.StreamOf(runID), s.RunFilter(runID), from, n)
 	if err != nil {
-		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
+		return nil, 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?)", "cannot read run %s", runID)
 	}
-	defer sub.Unsubscribe()
-	if err := s.nc.PublishRequest(protocol.DirectGetSubject(s.StreamOf(runID)), inbox, req); err != nil {
-		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read run %s", runID)
-	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(10 * time.Second)
-	}
-	var out []Event
-	for {
-		m, err := sub.NextMsg(time.Until(deadline))
-		if err != nil {
-			return nil, 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?)", "reading run %s timed out", runID)
-		}
-		status := m.Header.Get("Status")
-		switch status {
-		case "":
-		case "204": // end of batch
-			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return out, pending, nil
-		case "404":
-			return out, 0, nil
-		default:
-			return nil, 0, perr.New(CodeStoreIO, "check the server logs", "direct get of run %s answered status %s %s", runID, status, m.Header.Get("Description"))
-		}
-		seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	out := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
 		ev, err := Decode(m.Data)
 		if err != nil {
-			return nil, 0, perr.Wrap(err, perr.CodeOf(err), "inspect it with `polos history "+runID+"`", "event at seq %d of run %s is unreadable", seq, runID)
+			return nil, 0, perr.Wrap(err, perr.CodeOf(err), "inspect it with `polos history "+runID+"`", "event at seq %d of run %s is unreadable", m.Seq, runID)
 		}
-		ev.Seq = seq
+		ev.Seq = m.Seq
 		out = append(out, Expand(ev)...)
-		if n == 1 && m.Header.Get("Nats-Num-Pending") == "" {
-			return out, 0, nil
-		}
 	}
+	return out, pending, nil
 }
 
 // LoadOrdered reads the run's events after afterSeq through an ordered
@@ -513,11 +496,10 @@ func (s *Store) inflate(ctx context.Context, ev *Event) error {
 	if ev.Blob == "" || ev.Data != nil {
 		return nil
 	}
-	obs, err := s.blobStore(ctx)
-	if err != nil {
-		return err
+	b, found, err := protocol.ReadObject(ctx, s.nc, protocol.BlobStore, ev.Blob)
+	if err == nil && !found {
+		err = errors.New("no such object")
 	}
-	b, err := obs.GetBytes(ctx, ev.Blob)
 	if err != nil {
 		return perr.Wrap(err, CodeBlobMissing, "restore the object store "+protocol.BlobStore+" from backup",
 			"event seq %d of run %s references blob %s", ev.Seq, ev.RunID, ev.Blob)

@@ -5,10 +5,14 @@
 // CLI behave the same. Errors are JSON {"error": {"code","message","fix"}}
 // with the status derived from the error code (see Status).
 //
-// Auth: when an API key is set, every mutating request (POST) must carry
-// "Authorization: Bearer <key>"; reads stay open on the loopback listener.
-// Handlers added with Mount do their own auth (the approval pages use
-// single-use tokens).
+// Auth: every route but /healthz needs "Authorization: Bearer <key>": run
+// data is the agent's work and a decision steers it, and any local process
+// (including a command the agent runs) can reach the listener. polosd
+// generates the key at first start (<data-dir>/creds/http.key) unless one
+// is given. A decision records who made it from the credential checked
+// (DecidedByAPIKey), never from the request body. Handlers added with
+// Mount do their own auth (the approval pages use single-use tokens bound
+// to one step).
 package httpapi
 
 import (
@@ -51,9 +55,17 @@ type Workflows interface {
 type Options struct {
 	Client    *client.Client
 	Workflows Workflows
-	APIKey    string
-	Logger    *slog.Logger
+	// APIKey is required on every route but /healthz. Empty refuses
+	// every request (there is no open mode).
+	APIKey string
+	// KeyName names the key's holder in decisions: decided_by is
+	// "http:<KeyName>" (default DefaultKeyName).
+	KeyName string
+	Logger  *slog.Logger
 }
+
+// DefaultKeyName names the holder of polosd's generated HTTP API key.
+const DefaultKeyName = "operator"
 
 // Server is the HTTP API handler.
 type Server struct {
@@ -66,13 +78,16 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.KeyName == "" {
+		o.KeyName = DefaultKeyName
+	}
 	s := &Server{o: o, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /healthz", s.health)
-	s.mux.HandleFunc("GET /v1/workflows", s.workflows)
-	s.mux.HandleFunc("GET /v1/runs", s.list)
+	s.mux.HandleFunc("GET /v1/workflows", s.auth(s.workflows))
+	s.mux.HandleFunc("GET /v1/runs", s.auth(s.list))
 	s.mux.HandleFunc("POST /v1/runs", s.auth(s.start))
-	s.mux.HandleFunc("GET /v1/runs/{id}", s.get)
-	s.mux.HandleFunc("GET /v1/runs/{id}/events", s.events)
+	s.mux.HandleFunc("GET /v1/runs/{id}", s.auth(s.get))
+	s.mux.HandleFunc("GET /v1/runs/{id}/events", s.auth(s.events))
 	s.mux.HandleFunc("POST /v1/runs/{id}/steps/{key}/resume", s.auth(s.resume))
 	s.mux.HandleFunc("POST /v1/runs/{id}/cancel", s.auth(s.cancel))
 	return s
@@ -88,13 +103,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.o.APIKey != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.APIKey)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="polos"`)
-				writeErr(w, perr.New(CodeUnauthorized, "send Authorization: Bearer <the key polosd was started with (--api-key / POLOS_API_KEY)>", "missing or wrong API key"))
-				return
-			}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || s.o.APIKey == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.APIKey)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="polos"`)
+			writeErr(w, perr.New(CodeUnauthorized, "send Authorization: Bearer <key>: the key is in <data-dir>/creds/http.key (or the --api-key polosd was started with)", "missing or wrong API key"))
+			return
 		}
 		next(w, r)
 	}
@@ -165,7 +178,9 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 	if len(req.Input) > 0 {
 		input = req.Input
 	}
-	id, created, err := s.o.Client.Start(r.Context(), req.Workflow, input, client.StartOptions{ID: req.ID, Session: req.Session})
+	ctx, cancel := detached(r)
+	defer cancel()
+	id, created, err := s.o.Client.Start(ctx, req.Workflow, input, client.StartOptions{ID: req.ID, Session: req.Session})
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -188,20 +203,23 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 
 // ResumeRequest is the body of POST /v1/runs/{id}/steps/{key}/resume.
 type ResumeRequest struct {
-	Data      json.RawMessage `json:"data"`
-	DecidedBy string          `json:"decided_by,omitempty"`
+	Data json.RawMessage `json:"data"`
+	// DecidedBy is accepted for compatibility and ignored: the decision
+	// records the credential that was checked (DecidedBy).
+	DecidedBy string `json:"decided_by,omitempty"`
 }
+
+// DecidedBy is what a decision made with the API key records.
+func (s *Server) DecidedBy() string { return "http:" + s.o.KeyName }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	var req ResumeRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	by := req.DecidedBy
-	if by == "" {
-		by = "http"
-	}
-	sum, err := s.o.Client.Resume(r.Context(), r.PathValue("id"), r.PathValue("key"), client.Decision{Data: req.Data, DecidedBy: by, Validate: hitl.Validate})
+	ctx, cancel := detached(r)
+	defer cancel()
+	sum, err := s.o.Client.Resume(ctx, r.PathValue("id"), r.PathValue("key"), client.Decision{Data: req.Data, DecidedBy: s.DecidedBy(), Validate: hitl.Validate})
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -211,7 +229,9 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := s.o.Client.Cancel(r.Context(), id); err != nil {
+	ctx, cancel := detached(r)
+	defer cancel()
+	if err := s.o.Client.Cancel(ctx, id); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -292,6 +312,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// DefaultWriteTimeout bounds a start, resume or cancel.
+const DefaultWriteTimeout = 60 * time.Second
+
+// detached is the context of a write: not ended when the HTTP client gives
+// up, so a change the API began (a decision and its run's wake-up) is
+// always finished; bounded by DefaultWriteTimeout.
+func detached(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), DefaultWriteTimeout)
 }
 
 func fromSeq(r *http.Request) (uint64, error) {

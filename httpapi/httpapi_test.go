@@ -94,7 +94,7 @@ func TestAPI(t *testing.T) {
 	}
 	var sum events.Summary
 	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		_, b := do(t, "GET", u+"/v1/runs/run_http1", "", false)
+		_, b := do(t, "GET", u+"/v1/runs/run_http1", "", true)
 		_ = json.Unmarshal([]byte(b), &sum)
 		if sum.Status != "waiting" {
 			return fmt.Errorf("status %s", sum.Status)
@@ -104,12 +104,18 @@ func TestAPI(t *testing.T) {
 	if sum.Waiting[0].StepKey != "confirm" {
 		t.Fatalf("%+v", sum)
 	}
-	if c, _ := do(t, "GET", u+"/v1/runs/run_nope", "", false); c != 404 {
+	for _, path := range []string{"/v1/runs", "/v1/runs/run_http1", "/v1/runs/run_http1/events", "/v1/workflows"} {
+		if c, _ := do(t, "GET", u+path, "", false); c != 401 {
+			t.Fatalf("GET %s without the key: %d, want 401", path, c)
+		}
+	}
+	if c, _ := do(t, "GET", u+"/v1/runs/run_nope", "", true); c != 404 {
 		t.Fatalf("unknown run: %d", c)
 	}
 	// SSE: read the first events, then reconnect with Last-Event-ID.
 	req, _ := http.NewRequest("GET", u+"/v1/runs/run_http1/events", nil)
 	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("sse: %v %v", err, resp)
@@ -129,7 +135,7 @@ func TestAPI(t *testing.T) {
 	if c, b := do(t, "POST", u+"/v1/runs/run_http1/steps/confirm/resume", `{"data":{"approved":false}}`, true); c != 409 {
 		t.Fatalf("second resume: %d %s", c, b)
 	}
-	c, b = do(t, "GET", u+"/v1/runs/run_http1/events", "", false, "Accept", "text/event-stream", "Last-Event-ID", fmt.Sprint(ids[len(ids)-1]))
+	c, b = do(t, "GET", u+"/v1/runs/run_http1/events", "", true, "Accept", "text/event-stream", "Last-Event-ID", fmt.Sprint(ids[len(ids)-1]))
 	if c != 200 {
 		t.Fatalf("sse resume %d", c)
 	}
@@ -139,7 +145,7 @@ func TestAPI(t *testing.T) {
 			ids = append(ids, n)
 		}
 	}
-	_, hb := do(t, "GET", u+"/v1/runs/run_http1/events", "", false)
+	_, hb := do(t, "GET", u+"/v1/runs/run_http1/events", "", true)
 	var hist struct{ Events []events.Event }
 	if err := json.Unmarshal([]byte(hb), &hist); err != nil {
 		t.Fatal(err)
@@ -151,10 +157,16 @@ func TestAPI(t *testing.T) {
 	if fmt.Sprint(ids) != fmt.Sprint(want) || hist.Events[len(hist.Events)-1].Type != events.RunCompleted {
 		t.Fatalf("sse ids %v, history %v", ids, want)
 	}
+	// The decision records the key that was checked, not the body's claim.
+	for _, e := range hist.Events {
+		if e.Type == events.Resumed && e.Attr("decided_by") != "http:operator" {
+			t.Fatalf("decided_by %q recorded, want http:operator (the body said tester)", e.Attr("decided_by"))
+		}
+	}
 	if c, b := do(t, "POST", u+"/v1/runs/run_http1/cancel", "", true); c != 409 {
 		t.Fatalf("cancel of finished run: %d %s", c, b)
 	}
-	if c, b := do(t, "GET", u+"/v1/runs?status=completed", "", false); c != 200 || !strings.Contains(b, "run_http1") {
+	if c, b := do(t, "GET", u+"/v1/runs?status=completed", "", true); c != 200 || !strings.Contains(b, "run_http1") {
 		t.Fatalf("list: %d %s", c, b)
 	}
 	if c, b := do(t, "GET", u+"/approve/x", "", false); c != 200 || b != "mounted" {

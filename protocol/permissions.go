@@ -91,6 +91,13 @@ func polosStreams() []string {
 	return out
 }
 
+// readerSubscriptions are the core subjects readers may subscribe to: run
+// events and live deltas. The namespace token is a wildcard so that the
+// documented `nats sub 'polos.*.run.*.*.suspended'` works; the account of
+// the namespace holds no other namespace's messages, and only the server
+// and executor roles publish there, each in its own namespace.
+var readerSubscriptions = []string{"polos.*." + tokRun + ".>", "polos.*." + tokStream + ".>"}
+
 // RolePermissions returns the permissions of an identity of role in
 // namespace ns; identity is the identity's name (an operator may publish
 // control requests under its own name only). An unknown role gets nothing.
@@ -122,7 +129,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 	case RoleOperator:
 		p := Permissions{
 			PubAllow: []string{ControlIdentityFilter(ns, identity), jsAPI + "INFO"},
-			SubAllow: []string{inbox, RunsFilter(ns), DeltasFilter(ns)},
+			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
 		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
 			p.PubAllow = append(p.PubAllow, jsRead(s)...)
@@ -131,7 +138,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 	case RoleObserver:
 		p := Permissions{
 			PubAllow: []string{jsAPI + "INFO"},
-			SubAllow: []string{inbox, RunsFilter(ns), DeltasFilter(ns)},
+			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
 		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
 			p.PubAllow = append(p.PubAllow, jsRead(s)...)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/internal/testutil"
@@ -32,11 +31,7 @@ func TestBucketNeverExceedsRate(t *testing.T) {
 	var grants []grant
 	var wg sync.WaitGroup
 	for c := 0; c < 3; c++ {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
+		nc := srv.ConnectAs(t, "executor")
 		js, _ := jetstream.New(nc)
 		b := ratelimit.NewBucket(js, rules)
 		for g := 0; g < 4; g++ {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/control"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/cli/budgetcmd"
@@ -113,9 +114,14 @@ func TestBudgetPausesAndResumesAfterSet(t *testing.T) {
 		t.Fatalf("check over budget gave %v", err)
 	}
 
+	svc, err := control.Serve(control.Options{Client: cl, Budget: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
 	var out bytes.Buffer
 	app := &cli.App{Name: "polos", Writer: &out, Commands: []*cli.Command{budgetcmd.Command()}}
-	if err := app.Run([]string{"polos", "budget", "set", "--server", srv.ClientURL(), "--run", runID, "--tokens", "2000"}); err != nil {
+	if err := app.Run([]string{"polos", "budget", "set", "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator"), "--run", runID, "--tokens", "2000"}); err != nil {
 		t.Fatalf("budget set: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "resumed run "+runID) {
@@ -132,7 +138,7 @@ func TestBudgetPausesAndResumesAfterSet(t *testing.T) {
 		t.Fatalf("run used %s tokens, want 1500", s.Result)
 	}
 	out.Reset()
-	if err := app.Run([]string{"polos", "budget", "show", "--server", srv.ClientURL()}); err != nil {
+	if err := app.Run([]string{"polos", "budget", "show", "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "run:"+runID) || !strings.Contains(out.String(), "1500") || !strings.Contains(out.String(), "agent:spender") {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos"
@@ -65,7 +64,7 @@ func registerWorkflows(reg *polos.Registry) {
 }
 
 func runChild(url, name string) {
-	nc, err := nats.Connect(url)
+	nc, err := testutil.ConnectChild(url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -86,11 +85,11 @@ func runChild(url, name string) {
 	wg.Wait()
 }
 
-func spawnChild(t *testing.T, url, name string) *exec.Cmd {
+func spawnChild(t *testing.T, srv *testutil.Server, name string) *exec.Cmd {
 	t.Helper()
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChildURL+"="+url, envChildName+"="+name)
+	cmd.Env = append(os.Environ(), envChildURL+"="+srv.ClientURL(), envChildName+"="+name, srv.ChildEnv("executor"))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -241,8 +240,8 @@ func TestQueueLimitAcrossProcessesAndKill(t *testing.T) {
 		}
 		ids[i] = id
 	}
-	victim := spawnChild(t, srv.ClientURL(), "victim")
-	spawnChild(t, srv.ClientURL(), "survivor")
+	victim := spawnChild(t, srv, "victim")
+	spawnChild(t, srv, "survivor")
 	slots := ratelimit.NewSlots(srv.JS, "default")
 	heldBy := func(prefix string) []string {
 		st, err := slots.Inspect(context.Background(), "limited", "")

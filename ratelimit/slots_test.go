@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/client"
@@ -86,11 +85,7 @@ func TestSlotsRaceAcrossConnections(t *testing.T) {
 	var cur, peak, grants atomic.Int32
 	var wg sync.WaitGroup
 	for c := 0; c < 3; c++ {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
+		nc := srv.ConnectAs(t, "executor")
 		js, _ := jetstream.New(nc)
 		s := ratelimit.NewSlots(js, "default")
 		for g := 0; g < 8; g++ {

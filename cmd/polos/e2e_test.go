@@ -143,7 +143,7 @@ func polos(t *testing.T, d *daemon, args ...string) result {
 	cmd := exec.Command(filepath.Join(binDir, "polos"), args...)
 	cmd.Env = cleanEnv()
 	if d != nil {
-		cmd.Env = append(cmd.Env, "POLOS_NATS_URL="+d.ready.NATSURL)
+		cmd.Env = append(cmd.Env, "POLOS_NATS_URL="+d.ready.NATSURL, "POLOS_DATA_DIR="+d.dataDir)
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -222,7 +222,7 @@ func history(t *testing.T, d *daemon, id string) []events.Event {
 func TestStartApproveComplete(t *testing.T) {
 	d := startPolosd(t, t.TempDir())
 	cmd := exec.Command(filepath.Join(binDir, "polos"), "run", "demo", "-o", "jsonl", "--input", `{"delay_ms": -1}`)
-	cmd.Env = append(cleanEnv(), "POLOS_NATS_URL="+d.ready.NATSURL)
+	cmd.Env = append(cleanEnv(), "POLOS_NATS_URL="+d.ready.NATSURL, "POLOS_DATA_DIR="+d.dataDir)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr syncBuf
 	cmd.Stderr = &stderr
@@ -402,7 +402,7 @@ func TestTailFromSeq(t *testing.T) {
 	id := startDemo(t, d, `{"delay_ms": 200}`)
 
 	cmd := exec.Command(filepath.Join(binDir, "polos"), "tail", id, "--follow", "-o", "jsonl")
-	cmd.Env = append(cleanEnv(), "POLOS_NATS_URL="+d.ready.NATSURL)
+	cmd.Env = append(cleanEnv(), "POLOS_NATS_URL="+d.ready.NATSURL, "POLOS_DATA_DIR="+d.dataDir)
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -609,8 +609,9 @@ func TestClusterRoles(t *testing.T) {
 		t.Fatalf("server role runs executors or a sandbox host: %+v", srv.ready)
 	}
 	work := t.TempDir()
-	ex := startPolosd(t, work, "--role", "executor", "--nats-url", srv.ready.NATSURL)
-	sb := startPolosd(t, t.TempDir(), "--role", "sandbox", "--nats-url", srv.ready.NATSURL)
+	credsOf := func(role string) string { return filepath.Join(srv.ready.CredsDir, "default", role+".nk") }
+	ex := startPolosd(t, work, "--role", "executor", "--nats-url", srv.ready.NATSURL, "--nats-creds", credsOf("executor"))
+	sb := startPolosd(t, t.TempDir(), "--role", "sandbox", "--nats-url", srv.ready.NATSURL, "--nats-creds", credsOf("sandbox"))
 	if ex.ready.Executors != 2 || len(sb.ready.Providers) == 0 {
 		t.Fatalf("roles: executor %+v sandbox %+v", ex.ready, sb.ready)
 	}
@@ -623,12 +624,17 @@ func TestClusterRoles(t *testing.T) {
 	}
 }
 
-// TestSubjectsContract: a plain NATS client (no Polos code) sees approval
-// requests on polos.*.run.*.*.suspended, as docs/subjects.md says, in the
-// partition protocol.RunPartition computes.
+// TestSubjectsContract: a plain NATS client (no Polos code) with the
+// observer credentials sees approval requests on
+// polos.*.run.*.*.suspended, as docs/subjects.md says, in the partition
+// protocol.RunPartition computes.
 func TestSubjectsContract(t *testing.T) {
 	d := startPolosd(t, t.TempDir())
-	nc, err := nats.Connect(d.ready.NATSURL)
+	observer, err := nats.NkeyOptionFromSeed(filepath.Join(d.ready.CredsDir, "default", "observer.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(d.ready.NATSURL, observer)
 	if err != nil {
 		t.Fatal(err)
 	}

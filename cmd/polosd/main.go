@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/polos-run/polos/config"
+	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/internal/app"
 	"github.com/polos-run/polos/internal/perr"
 )
@@ -44,7 +45,10 @@ func run(args []string) int {
 			&cli.StringFlag{Name: "http", Usage: "HTTP API HOST:PORT, or off (default " + config.DefaultHTTP + ")", EnvVars: []string{"POLOS_HTTP"}},
 			&cli.IntFlag{Name: "executors", Usage: fmt.Sprintf("executors in this process (default %d)", config.DefaultExecutors), EnvVars: []string{"POLOS_EXECUTORS"}},
 			&cli.StringFlag{Name: "nats-url", Usage: "use this NATS server or cluster (comma-separated URLs) instead of the embedded one", EnvVars: []string{"POLOS_NATS_URL"}},
-			&cli.StringFlag{Name: "nats-creds", Usage: "NATS credentials file (JWT + nkey)", EnvVars: []string{"POLOS_NATS_CREDS"}},
+			&cli.StringFlag{Name: "nats-creds", Usage: "credentials for --nats-url: an identity a polosd issued (<data-dir>/creds/<ns>/<role>.nk) or a NATS .creds file (default: this role's identity in --data-dir, if any)", EnvVars: []string{"POLOS_NATS_CREDS"}},
+			&cli.StringFlag{Name: "tls-ca", Usage: "CA certificate (PEM) to verify the NATS server of --nats-url", EnvVars: []string{"POLOS_TLS_CA"}},
+			&cli.StringFlag{Name: "tls-cert", Usage: "client certificate (PEM) for NATS over TLS", EnvVars: []string{"POLOS_TLS_CERT"}},
+			&cli.StringFlag{Name: "tls-key", Usage: "client key (PEM) for --tls-cert", EnvVars: []string{"POLOS_TLS_KEY"}},
 			&cli.StringFlag{Name: "nats-user", Usage: "NATS user", EnvVars: []string{"POLOS_NATS_USER"}},
 			&cli.StringFlag{Name: "nats-password", Usage: "NATS password", EnvVars: []string{"POLOS_NATS_PASSWORD"}},
 			&cli.StringFlag{Name: "nats-token", Usage: "NATS token", EnvVars: []string{"POLOS_NATS_TOKEN"}},
@@ -119,7 +123,17 @@ func options(c *cli.Context) (app.Options, error) {
 		return o, perr.New(app.CodeUsage, "pass --executors 1 or more (use --role sandbox for a process without executors)", "bad --executors %d", o.Executors)
 	}
 	if f := c.String("nats-creds"); f != "" {
-		o.NATSOptions = append(o.NATSOptions, nats.UserCredentials(f))
+		cf, err := creds.Load(f)
+		if err != nil {
+			return o, err
+		}
+		o.NATSOptions = append(o.NATSOptions, cf.NATSOptions()...)
+	}
+	if ca := c.String("tls-ca"); ca != "" {
+		o.NATSOptions = append(o.NATSOptions, nats.RootCAs(ca))
+	}
+	if cert := c.String("tls-cert"); cert != "" {
+		o.NATSOptions = append(o.NATSOptions, nats.ClientCert(cert, c.String("tls-key")))
 	}
 	if u := c.String("nats-user"); u != "" {
 		o.NATSOptions = append(o.NATSOptions, nats.UserInfo(u, c.String("nats-password")))

@@ -21,13 +21,18 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/config"
+	"github.com/polos-run/polos/control"
+	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/httpapi"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
+	"github.com/polos-run/polos/ratelimit"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/dispatch"
 	"github.com/polos-run/polos/sandbox/docker"
@@ -93,10 +98,15 @@ type Mounter interface {
 
 // Ready is the content of the ready file.
 type Ready struct {
-	PID       int      `json:"pid"`
-	Role      string   `json:"role"`
-	NATSURL   string   `json:"nats_url"`
-	HTTPURL   string   `json:"http_url,omitempty"`
+	PID     int    `json:"pid"`
+	Role    string `json:"role"`
+	NATSURL string `json:"nats_url"`
+	HTTPURL string `json:"http_url,omitempty"`
+	// HTTPKeyFile holds the HTTP API key polosd generated ("" when one
+	// was given with --api-key).
+	HTTPKeyFile string `json:"http_key_file,omitempty"`
+	// CredsDir holds the identities of the embedded server (package creds).
+	CredsDir  string   `json:"creds_dir,omitempty"`
 	DataDir   string   `json:"data_dir,omitempty"`
 	Namespace string   `json:"namespace"`
 	Executors int      `json:"executors"`
@@ -161,6 +171,7 @@ func (o *Options) Resolve() error {
 
 // Daemon is a running polosd.
 type Daemon struct {
+	control       *control.Service
 	approvalsStop context.CancelFunc
 	o             Options
 	srv           *embed.Server
@@ -189,7 +200,7 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if err := d.connect(); err != nil {
 		return nil, err
 	}
-	if o.Role == RoleAll || o.Role == RoleServer || o.NATSURL != "" {
+	if o.Role == RoleAll || o.Role == RoleServer {
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		err := protocol.Provision(pctx, d.js, o.Namespace, o.Replicas)
 		cancel()
@@ -201,11 +212,16 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, metas, err := Registry(o.Config, deps)
-	if err != nil {
-		return nil, err
+	// A sandbox host runs no workflow code and may touch nothing but the
+	// sandbox subjects (protocol.RoleSandbox).
+	var reg *polos.Registry
+	var metas []protocol.WorkflowMeta
+	if o.Role != RoleSandbox {
+		if reg, metas, err = Registry(o.Config, deps); err != nil {
+			return nil, err
+		}
+		d.ready.Workflows = reg.Names()
 	}
-	d.ready.Workflows = reg.Names()
 
 	if o.Role == RoleAll || o.Role == RoleSandbox {
 		providers := SandboxProviders(o.Config, log)
@@ -245,8 +261,18 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 		d.ready.Executors = o.Executors
 		fmt.Fprintf(o.Out, "polosd: %d executors (namespace %s, workflows: %s)\n", o.Executors, o.Namespace, strings.Join(d.ready.Workflows, ", "))
 	}
-	if (o.Role == RoleAll || o.Role == RoleServer) && o.HTTP != "" {
-		if err := d.startHTTP(reg, deps); err != nil {
+	if o.Role == RoleAll || o.Role == RoleServer {
+		if err := d.startControl(deps); err != nil {
+			return nil, err
+		}
+		if o.HTTP != "" {
+			if err := d.startHTTP(reg, deps); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if d.srv != nil {
+		if err := creds.WriteEndpoint(o.DataDir, creds.Endpoint{PID: os.Getpid(), NATSURL: d.ready.NATSURL, HTTPURL: d.ready.HTTPURL, Namespaces: d.srv.Namespaces()}); err != nil {
 			return nil, err
 		}
 	}
@@ -263,7 +289,7 @@ func (d *Daemon) connect() error {
 	o := d.o
 	var err error
 	if o.NATSURL == "" {
-		d.srv, err = embed.Start(embed.Options{DataDir: o.DataDir, Listen: o.Listen, NoSync: o.NoSync})
+		d.srv, err = embed.Start(embed.Options{DataDir: o.DataDir, Listen: o.Listen, NoSync: o.NoSync, Namespaces: []string{o.Namespace}})
 		if err != nil {
 			return err
 		}
@@ -271,18 +297,22 @@ func (d *Daemon) connect() error {
 		if err != nil {
 			return err
 		}
-		d.ready.NATSURL, d.ready.DataDir = d.srv.ClientURL(), o.DataDir
+		d.ready.NATSURL, d.ready.DataDir, d.ready.CredsDir = d.srv.ClientURL(), o.DataDir, d.srv.Creds().Dir()
 		sync := "fsync on every write"
 		if o.NoSync {
 			sync = "NO fsync (benchmark mode)"
 		}
 		fmt.Fprintf(d.o.Out, "polosd: nats %s (embedded nats-server %s, data dir %s, %s)\n", d.ready.NATSURL, embed.Version(), o.DataDir, sync)
 	} else {
-		opts := append([]nats.Option{nats.Name("polosd-" + o.Role), nats.MaxReconnects(-1), nats.Timeout(client.DefaultConnectTimeout)}, o.NATSOptions...)
+		credOpts, who, err := d.externalCreds()
+		if err != nil {
+			return err
+		}
+		opts := append([]nats.Option{nats.Name("polosd-" + o.Role), nats.MaxReconnects(-1), nats.Timeout(client.DefaultConnectTimeout)}, credOpts...)
 		d.nc, err = nats.Connect(o.NATSURL, opts...)
 		if err != nil {
 			return perr.Wrap(err, client.CodeUnreachable, "start the NATS server (or `polosd --role server`) first, or fix --nats-url and the credentials options",
-				"cannot reach NATS at %s", o.NATSURL)
+				"cannot reach NATS at %s as %s", o.NATSURL, who)
 		}
 		d.ready.NATSURL = o.NATSURL
 		fmt.Fprintf(d.o.Out, "polosd: nats %s (external)\n", o.NATSURL)
@@ -299,7 +329,18 @@ func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(httpapi.Options{Client: cl, Workflows: reg, APIKey: d.o.APIKey, Logger: d.o.Logger})
+	key := d.o.APIKey
+	if key == "" {
+		st, err := creds.Open(filepath.Join(d.o.DataDir, creds.DirName))
+		if err != nil {
+			return err
+		}
+		if key, err = st.HTTPKey(); err != nil {
+			return err
+		}
+		d.ready.HTTPKeyFile = st.HTTPKeyPath()
+	}
+	api := httpapi.New(httpapi.Options{Client: cl, Workflows: reg, APIKey: key, Logger: d.o.Logger})
 	if d.o.Mount != nil {
 		d.o.Mount(api, deps)
 	}
@@ -319,12 +360,54 @@ func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
 	if err := d.startApprovals(actx, func(pattern string, h any) { api.Mount(pattern, h.(http.Handler)) }, d.ready.HTTPURL); err != nil {
 		return err
 	}
-	auth := "no API key: mutating endpoints are open to local processes"
-	if d.o.APIKey != "" {
-		auth = "API key required for mutating endpoints"
+	auth := "API key required: --api-key"
+	if d.ready.HTTPKeyFile != "" {
+		auth = "API key required: " + d.ready.HTTPKeyFile
 	}
 	fmt.Fprintf(d.o.Out, "polosd: http %s (%s)\n", d.ready.HTTPURL, auth)
 	return nil
+}
+
+// externalCreds are the credentials for an external server: the options
+// given (--nats-creds, ...), or else the identity of this role that a
+// polosd on the same data directory issued (so `polosd --role executor`
+// joins the local `polosd` with no flags). who names them for errors.
+func (d *Daemon) externalCreds() ([]nats.Option, string, error) {
+	o := d.o
+	if len(o.NATSOptions) > 0 {
+		return o.NATSOptions, "the given credentials", nil
+	}
+	role := protocol.RoleServer
+	switch o.Role {
+	case RoleExecutor:
+		role = protocol.RoleExecutor
+	case RoleSandbox:
+		role = protocol.RoleSandbox
+	}
+	path := filepath.Join(o.DataDir, creds.DirName, o.Namespace, string(role)+creds.SeedExt)
+	if _, err := os.Stat(path); err != nil {
+		return nil, "no credentials", nil
+	}
+	f, err := creds.Load(path)
+	if err != nil {
+		return nil, "", err
+	}
+	return f.NATSOptions(), f.Identity.String() + " (" + path + ")", nil
+}
+
+// startControl serves operators' requests (the CLI's start, resume,
+// cancel, ...) with the daemon's own identity.
+func (d *Daemon) startControl(deps Deps) error {
+	cl, err := client.New(d.nc, d.o.Namespace)
+	if err != nil {
+		return err
+	}
+	grants, err := hitl.NewGrants(context.Background(), d.js, d.o.Namespace)
+	if err != nil {
+		return err
+	}
+	d.control, err = control.Serve(control.Options{Client: cl, Grants: grants, Budget: ratelimit.NewBudget(d.js, d.o.Namespace), Logger: d.o.Logger})
+	return err
 }
 
 // Ready describes what the daemon serves.
@@ -354,6 +437,9 @@ func (d *Daemon) Stop() {
 	if d.host != nil {
 		_ = d.host.Close()
 	}
+	if d.control != nil {
+		d.control.Close()
+	}
 	if d.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = d.http.Shutdown(ctx)
@@ -364,6 +450,7 @@ func (d *Daemon) Stop() {
 		d.nc.Close()
 	}
 	if d.srv != nil {
+		creds.RemoveEndpoint(d.o.DataDir)
 		d.srv.Shutdown()
 	}
 	if d.o.ReadyFile != "" {

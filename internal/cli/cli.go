@@ -14,7 +14,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/cli/budgetcmd"
+	"github.com/polos-run/polos/internal/cli/conn"
 	"github.com/polos-run/polos/internal/cli/grantscmd"
 	"github.com/polos-run/polos/internal/cli/policycmd"
 	"github.com/polos-run/polos/internal/perr"
@@ -40,8 +40,8 @@ const (
 
 // Defaults.
 const (
-	DefaultServer    = "nats://127.0.0.1:4222"
-	DefaultNamespace = "default"
+	DefaultServer    = conn.DefaultServer
+	DefaultNamespace = conn.DefaultNamespace
 )
 
 // Output formats.
@@ -91,7 +91,7 @@ func Main(args []string, s IO) int {
 		return quiet.code
 	}
 	fmt.Fprintln(s.Err, "polos:", err)
-	if code == ExitUnreachable {
+	if perr.CodeOf(err) == client.CodeUnreachable {
 		fmt.Fprintln(s.Err, "polos: no Polos server answered. Start one with `polosd` (or try `make demo`), or point --server / POLOS_NATS_URL at a running one.")
 	}
 	return code
@@ -111,7 +111,7 @@ func ExitCode(err error) int {
 		return ExitNotFound
 	case client.CodeStepNotWaiting, client.CodeAlreadyDecided, client.CodeRunFinished:
 		return ExitNotWaiting
-	case client.CodeUnreachable:
+	case client.CodeUnreachable, client.CodeUnauthorized, client.CodeNoControl:
 		return ExitUnreachable
 	case CodeUsage, client.CodeBadInput, events.CodeBadID, replay.CodeBadPayload:
 		return ExitUsage
@@ -166,12 +166,8 @@ func App(s IO) *cli.App {
 
 // commonFlags are accepted by every command, before or after its arguments.
 func commonFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "server", Usage: "NATS URL(s) of the Polos server", Value: DefaultServer, EnvVars: []string{"POLOS_NATS_URL"}},
-		&cli.StringFlag{Name: "creds", Usage: "NATS credentials file", EnvVars: []string{"POLOS_NATS_CREDS"}},
-		&cli.StringFlag{Name: "namespace", Usage: "namespace (tenant)", Value: DefaultNamespace, EnvVars: []string{"POLOS_NAMESPACE"}},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "text | json | jsonl", Value: OutText},
-	}
+	return append(conn.Flags(),
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "text | json | jsonl", Value: OutText})
 }
 
 func withCommon(c *cli.Command) *cli.Command {
@@ -189,14 +185,8 @@ func outputOf(c *cli.Context) (string, error) {
 	}
 }
 
-// connect dials the server named by --server.
-func connect(c *cli.Context) (*client.Client, error) {
-	var opts []nats.Option
-	if f := c.String("creds"); f != "" {
-		opts = append(opts, nats.UserCredentials(f))
-	}
-	return client.Connect(c.String("server"), c.String("namespace"), opts...)
-}
+// connect dials the server the flags (or the local polosd) name.
+func connect(c *cli.Context) (*client.Client, error) { return conn.Connect(c) }
 
 // reorder moves each command's flags before its positional arguments, so
 // `polos status RUN -o json` works as well as `polos status -o json RUN`

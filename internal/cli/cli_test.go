@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/polos-run/polos"
+	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/control"
 	"github.com/polos-run/polos/examples/demo"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/testutil"
@@ -133,10 +135,11 @@ func TestInlineApproval(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = ex.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	serveControl(t, srv)
 
 	var out, errb lockedBuf
 	s := IO{In: strings.NewReader("maybe\nr\nuse printf instead\n"), Out: &out, Err: &errb, InTTY: true}
-	code := Main([]string{"polos", "run", "demo", "--input", `{"delay_ms":-1}`, "--server", srv.ClientURL()}, s)
+	code := Main([]string{"polos", "run", "demo", "--input", `{"delay_ms":-1}`, "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}, s)
 	if code != ExitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
@@ -152,4 +155,19 @@ func TestInlineApproval(t *testing.T) {
 	if strings.Contains(o, "\033[") {
 		t.Errorf("colour when stdout is not a terminal:\n%q", o)
 	}
+}
+
+// serveControl runs polosd's control service on srv, as polosd does: the
+// CLI changes runs only through it.
+func serveControl(t *testing.T, srv *testutil.Server) {
+	t.Helper()
+	cl, err := client.New(srv.NC, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := control.Serve(control.Options{Client: cl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
 }

@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -103,4 +104,21 @@ func (s *Server) ConnectAs(t testing.TB, name string, opts ...nats.Option) *nats
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// EnvChildCreds carries the credentials file to a child test process.
+const EnvChildCreds = "POLOS_TEST_CREDS"
+
+// ChildEnv is the environment entry that lets a child process started by a
+// test connect as identity name (see ConnectChild).
+func (s *Server) ChildEnv(name string) string { return EnvChildCreds + "=" + s.CredsFile(name) }
+
+// ConnectChild dials url from a child process with the credentials its
+// parent passed in EnvChildCreds.
+func ConnectChild(url string, opts ...nats.Option) (*nats.Conn, error) {
+	f, err := creds.Load(os.Getenv(EnvChildCreds))
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(url, append(f.NATSOptions(), opts...)...)
 }

@@ -14,29 +14,21 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/polos-run/polos/client"
-	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/internal/cli/conn"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 )
 
 // CodeUsage: the command line of `polos budget` is wrong.
 const CodeUsage perr.Code = "BUDGET_USAGE"
 
-// Defaults.
-const (
-	DefaultServer  = "nats://127.0.0.1:4222"
-	DefaultTimeout = 10 * time.Second
-	// DecidedBy is recorded on the resumes `budget set` makes.
-	DecidedBy = "polos budget set"
-)
+// DefaultTimeout bounds one budget command.
+const DefaultTimeout = 10 * time.Second
 
 // Command returns the `budget` command with `show` and `set`.
 func Command() *cli.Command {
-	conn := []cli.Flag{
-		&cli.StringFlag{Name: "server", Value: DefaultServer, EnvVars: []string{"POLOS_NATS_URL"}, Usage: "NATS URL of the Polos server"},
-		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: events.DefaultNamespace, EnvVars: []string{"POLOS_NAMESPACE"}, Usage: "namespace"},
-	}
+	connFlags := conn.Flags()
 	scope := []cli.Flag{
 		&cli.StringFlag{Name: "run", Usage: "the budget of one run"},
 		&cli.StringFlag{Name: "agent", Usage: "the budget of every run of an agent (workflow name)"},
@@ -51,14 +43,14 @@ func Command() *cli.Command {
 				Name:      "show",
 				Usage:     "show budgets and what they used (all of the namespace without a scope flag)",
 				UsageText: "polos budget show [--run ID | --agent NAME | --namespace-wide] [-o json]",
-				Flags:     append(append([]cli.Flag{}, conn...), scope...),
+				Flags:     append(append([]cli.Flag{}, connFlags...), scope...),
 				Action:    show,
 			},
 			{
 				Name:      "set",
 				Usage:     "set a budget's limits; runs paused on it resume when it allows them again",
 				UsageText: "polos budget set (--run ID | --agent NAME | --namespace-wide) [--tokens N] [--cost USD]",
-				Flags: append(append(append([]cli.Flag{}, conn...), scope...),
+				Flags: append(append(append([]cli.Flag{}, connFlags...), scope...),
 					&cli.Int64Flag{Name: "tokens", Usage: "token limit (0: none)"},
 					&cli.Float64Flag{Name: "cost", Usage: "cost limit in USD (0: none)"}),
 				Action: set,
@@ -92,13 +84,8 @@ func scopeOf(c *cli.Context) (ratelimit.Scope, bool, error) {
 	return ratelimit.Scope{}, false, usage("give one of --run, --agent, --namespace-wide (got %d)", len(got))
 }
 
-func connect(c *cli.Context) (*client.Client, *ratelimit.Budget, error) {
-	cl, err := client.Connect(c.String("server"), c.String("namespace"))
-	if err != nil {
-		return nil, nil, err
-	}
-	js := cl.Store().JS()
-	return cl, ratelimit.NewBudget(js, cl.Namespace()), nil
+func wireScope(s ratelimit.Scope) protocol.BudgetScope {
+	return protocol.BudgetScope{Kind: string(s.Kind), ID: s.ID}
 }
 
 func show(c *cli.Context) error {
@@ -106,21 +93,20 @@ func show(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, b, err := connect(c)
+	cl, err := conn.Connect(c)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(c.Context, DefaultTimeout)
 	defer cancel()
-	var states []ratelimit.BudgetState
+	var req protocol.BudgetRequest
 	if one {
-		st, err := b.Get(ctx, sc)
-		if err != nil {
-			return err
-		}
-		states = []ratelimit.BudgetState{st}
-	} else if states, err = b.List(ctx); err != nil {
+		ws := wireScope(sc)
+		req.Scope = &ws
+	}
+	var states []ratelimit.BudgetState
+	if err := cl.Control(ctx, protocol.CtlBudgets, req, &states); err != nil {
 		return err
 	}
 	sort.Slice(states, func(i, j int) bool { return states[i].Scope.String() < states[j].Scope.String() })
@@ -159,64 +145,34 @@ func set(c *cli.Context) error {
 	if !c.IsSet("tokens") && !c.IsSet("cost") {
 		return usage("give --tokens and/or --cost")
 	}
-	cl, b, err := connect(c)
+	req := protocol.SetBudgetRequest{Scope: wireScope(sc)}
+	if c.IsSet("tokens") {
+		t := c.Int64("tokens")
+		req.Tokens = &t
+	}
+	if c.IsSet("cost") {
+		v := c.Float64("cost")
+		req.Cost = &v
+	}
+	cl, err := conn.Connect(c)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(c.Context, DefaultTimeout)
 	defer cancel()
-	cur, err := b.Get(ctx, sc)
-	if err != nil {
-		return err
-	}
-	l := cur.Limit
-	if c.IsSet("tokens") {
-		l.Tokens = c.Int64("tokens")
-	}
-	if c.IsSet("cost") {
-		l.Cost = c.Float64("cost")
-	}
-	st, err := b.Set(ctx, sc, l)
-	if err != nil {
-		return err
-	}
-	resumed, err := ResumePaused(ctx, cl, sc)
-	if err := render(c.App.Writer, c.String("output"), []ratelimit.BudgetState{st}); err != nil {
-		return err
-	}
-	for _, id := range resumed {
-		fmt.Fprintf(c.App.Writer, "resumed run %s\n", id)
-	}
-	return err
-}
-
-// ResumePaused resumes every waiting run of the namespace whose budget
-// form names scope. The run re-checks its budgets when it resumes, so a
-// limit still too low pauses it again. It returns the resumed run IDs.
-func ResumePaused(ctx context.Context, cl *client.Client, scope ratelimit.Scope) ([]string, error) {
-	sums, err := cl.List(ctx, client.ListFilter{Status: events.StatusWaiting})
-	if err != nil {
-		return nil, err
-	}
-	var resumed []string
-	for _, s := range sums {
-		for _, w := range s.Waiting {
-			var form map[string]any
-			if json.Unmarshal(w.Form, &form) != nil || form[ratelimit.FormSourceField] != ratelimit.FormSource || form[ratelimit.FormScopeField] != scope.String() {
-				continue
-			}
-			data, _ := json.Marshal(map[string]any{"budget_raised": scope.String()})
-			_, err := cl.Resume(ctx, s.ID, w.StepKey, client.Decision{Data: data, DecidedBy: DecidedBy})
-			switch perr.CodeOf(err) {
-			case "", client.CodeAlreadyDecided, client.CodeStepNotWaiting, client.CodeRunFinished:
-				if err == nil {
-					resumed = append(resumed, s.ID)
-				}
-			default:
-				return resumed, err
+	var r protocol.SetBudgetReply
+	err = cl.Control(ctx, protocol.CtlSetBudget, req, &r)
+	if len(r.Budget) > 0 {
+		var st ratelimit.BudgetState
+		if jerr := json.Unmarshal(r.Budget, &st); jerr == nil {
+			if rerr := render(c.App.Writer, c.String("output"), []ratelimit.BudgetState{st}); rerr != nil {
+				return rerr
 			}
 		}
 	}
-	return resumed, nil
+	for _, id := range r.Resumed {
+		fmt.Fprintf(c.App.Writer, "resumed run %s\n", id)
+	}
+	return err
 }

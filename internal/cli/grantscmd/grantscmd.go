@@ -9,27 +9,20 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
 	"github.com/polos-run/polos/hitl"
+	"github.com/polos-run/polos/internal/cli/conn"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
-// Defaults.
-const (
-	DefaultServer    = "nats://127.0.0.1:4222"
-	DefaultNamespace = "default"
-	callTimeout      = 10 * time.Second
-)
+// callTimeout bounds one grants command.
+const callTimeout = 10 * time.Second
 
 // Command returns `grants` with its subcommands list and revoke.
 func Command() *cli.Command {
-	conn := []cli.Flag{
-		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "NATS URL of the Polos server", Value: DefaultServer, EnvVars: []string{"POLOS_NATS_URL"}},
-		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "namespace", Value: DefaultNamespace, EnvVars: []string{"POLOS_NAMESPACE"}},
-	}
+	connFlags := conn.Flags()
 	return &cli.Command{
 		Name:  "grants",
 		Usage: "list and revoke allow-always grants",
@@ -42,49 +35,21 @@ func Command() *cli.Command {
 					&cli.StringFlag{Name: "scope-id", Usage: "a session ID or agent name"},
 					&cli.StringFlag{Name: "kind", Usage: "exec, tool or path"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-				}, conn...),
+				}, connFlags...),
 				Action: list,
 			},
 			{
 				Name:      "revoke",
 				Usage:     "revoke a grant: the next matching request asks again",
 				ArgsUsage: "GRANT_ID",
-				Flags:     conn,
+				Flags:     connFlags,
 				Action:    revoke,
 			},
 		},
 	}
 }
 
-func open(c *cli.Context) (*hitl.Grants, func(), error) {
-	url := c.String("server")
-	nc, err := nats.Connect(url, nats.Name("polos-grants"), nats.Timeout(3*time.Second))
-	if err != nil {
-		return nil, nil, perr.Wrap(err, "SERVER_UNREACHABLE",
-			"start a server with `polosd`, or point --server / POLOS_NATS_URL at a running one",
-			"cannot reach the Polos NATS server at %s", url)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, perr.Wrap(err, "SERVER_UNREACHABLE", "", "JetStream unavailable")
-	}
-	ctx, cancel := context.WithTimeout(c.Context, callTimeout)
-	defer cancel()
-	g, err := hitl.NewGrants(ctx, js, c.String("namespace"))
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return g, nc.Close, nil
-}
-
 func list(c *cli.Context) error {
-	g, done, err := open(c)
-	if err != nil {
-		return err
-	}
-	defer done()
 	ctx, cancel := context.WithTimeout(c.Context, callTimeout)
 	defer cancel()
 	f := hitl.GrantFilter{Scope: hitl.Scope(c.String("scope")), ScopeID: c.String("scope-id"), Kind: hitl.Kind(c.String("kind"))}
@@ -98,12 +63,17 @@ func list(c *cli.Context) error {
 	default:
 		return perr.New(hitl.CodeBadGrant, "use --kind exec, tool or path", "unknown kind %q", f.Kind)
 	}
-	gs, err := g.List(ctx, f)
+	cl, err := conn.Connect(c)
 	if err != nil {
 		return err
 	}
+	defer cl.Close()
+	var gs []hitl.Grant
+	if err := cl.Control(ctx, protocol.CtlGrants, protocol.GrantsRequest{Scope: string(f.Scope), ScopeID: f.ScopeID, Kind: string(f.Kind)}, &gs); err != nil {
+		return err
+	}
 	w := c.App.Writer
-	if c.Bool("json") {
+	if c.Bool("json") || c.String("output") == "json" {
 		if gs == nil {
 			gs = []hitl.Grant{}
 		}
@@ -133,15 +103,15 @@ func revoke(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return perr.New("BAD_ARGS", "run `polos grants list` to find the ID", "revoke takes exactly one grant ID, got %d arguments", c.NArg())
 	}
-	g, done, err := open(c)
+	cl, err := conn.Connect(c)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer cl.Close()
 	ctx, cancel := context.WithTimeout(c.Context, callTimeout)
 	defer cancel()
-	x, err := g.Revoke(ctx, c.Args().First())
-	if err != nil {
+	var x hitl.Grant
+	if err := cl.Control(ctx, protocol.CtlRevokeGrant, protocol.RevokeGrantRequest{ID: c.Args().First()}, &x); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "revoked %s (%s %s %q for %s %s)\n", x.ID, x.Kind, map[bool]string{true: "exactly", false: "pattern"}[x.ExactOnly], x.Pattern, x.Scope, x.ScopeID)

@@ -10,25 +10,40 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/control"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/cli/grantscmd"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
 )
 
-func run(t *testing.T, url string, args ...string) (string, error) {
+func run(t *testing.T, srv *testutil.Server, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	app := &cli.App{Name: "polos", Writer: &out, ErrWriter: &out, Commands: []*cli.Command{grantscmd.Command()}, ExitErrHandler: func(*cli.Context, error) {}}
 	full := append([]string{"polos", "grants"}, args...)
-	full = append(full[:3], append([]string{"--server", url}, full[3:]...)...)
+	full = append(full[:3], append([]string{"--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}, full[3:]...)...)
 	err := app.Run(full)
 	return out.String(), err
 }
 
 func TestGrantsListAndRevoke(t *testing.T) {
 	srv := testutil.StartServer(t)
-	url := srv.ClientURL()
+	url := srv
+	gs0, err := hitl.NewGrants(context.Background(), srv.JS, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(srv.NC, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := control.Serve(control.Options{Client: cl, Grants: gs0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
 	if out, err := run(t, url, "list"); err != nil || !strings.Contains(out, "no grants") {
 		t.Fatalf("%q %v", out, err)
 	}
@@ -66,7 +81,9 @@ func TestGrantsListAndRevoke(t *testing.T) {
 	if _, err := run(t, url, "revoke", g.ID); perr.CodeOf(err) != hitl.CodeGrantNotFound {
 		t.Fatalf("revoke twice: %v", err)
 	}
-	if _, err := run(t, "nats://127.0.0.1:1", "list"); perr.CodeOf(err) != "SERVER_UNREACHABLE" {
+	var out2 bytes.Buffer
+	app := &cli.App{Name: "polos", Writer: &out2, ErrWriter: &out2, Commands: []*cli.Command{grantscmd.Command()}, ExitErrHandler: func(*cli.Context, error) {}}
+	if err := app.Run([]string{"polos", "grants", "list", "--server", "nats://127.0.0.1:1", "--data-dir", t.TempDir()}); perr.CodeOf(err) != client.CodeUnreachable {
 		t.Fatalf("unreachable: %v", err)
 	}
 }

@@ -1,0 +1,110 @@
+package protocol
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/polos-run/polos/internal/perr"
+)
+
+// Follower defaults.
+const (
+	// FollowBatch is how many messages one direct get of a follower reads.
+	FollowBatch = 256
+	// FollowIdlePoll bounds how long a follower waits for a wake-up before
+	// it reads again anyway (a wake-up lost in a reconnect costs at most this).
+	FollowIdlePoll = time.Second
+)
+
+// followRetries are the delays of the reads after a wake-up that found
+// nothing yet: a core subscriber can hear of a message before the stream
+// has stored it.
+var followRetries = []time.Duration{time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
+
+// Follower delivers the messages of a stream that match a filter, after a
+// sequence, in order, with no gap and no duplicate, by batched direct
+// gets, woken by a core subscription on the same filter. It creates no
+// consumer (so it needs only read permission and leaks nothing when its
+// process dies) and survives reconnects: a lost wake-up delays delivery by
+// at most FollowIdlePoll.
+type Follower struct {
+	nc     *nats.Conn
+	stream string
+	filter string
+	next   uint64
+	buf    []Stored
+	wake   chan struct{}
+	sub    *nats.Subscription
+}
+
+// NewFollower follows stream's messages matching filter with a sequence
+// above after.
+func NewFollower(nc *nats.Conn, stream, filter string, after uint64) (*Follower, error) {
+	f := &Follower{nc: nc, stream: stream, filter: filter, next: after + 1, wake: make(chan struct{}, 1)}
+	sub, err := nc.Subscribe(filter, func(*nats.Msg) {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, perr.Wrap(err, CodeStoreIO, "check that this identity may subscribe to "+filter, "cannot follow %s", filter)
+	}
+	f.sub = sub
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot follow %s", filter)
+	}
+	return f, nil
+}
+
+// Next returns the next message, waiting for one until ctx is done.
+func (f *Follower) Next(ctx context.Context) (Stored, error) {
+	retry := 0
+	for {
+		if len(f.buf) > 0 {
+			m := f.buf[0]
+			f.buf = f.buf[1:]
+			return m, nil
+		}
+		msgs, _, err := DirectBatch(ctx, f.nc, f.stream, f.filter, f.next, FollowBatch)
+		if err != nil {
+			return Stored{}, err
+		}
+		if len(msgs) > 0 {
+			f.buf = msgs
+			f.next = msgs[len(msgs)-1].Seq + 1
+			retry = 0
+			continue
+		}
+		wait := FollowIdlePoll
+		if retry > 0 && retry <= len(followRetries) {
+			wait = followRetries[retry-1]
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Stored{}, ctx.Err()
+		case <-f.wake:
+			t.Stop()
+			retry = 1
+		case <-t.C:
+			if retry > 0 {
+				retry++
+			}
+		}
+		if retry > len(followRetries) {
+			retry = 0
+		}
+	}
+}
+
+// Stop ends the wake-up subscription.
+func (f *Follower) Stop() {
+	if f.sub != nil {
+		_ = f.sub.Unsubscribe()
+	}
+}
