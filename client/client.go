@@ -32,9 +32,9 @@ const (
 	CodeAlreadyDecided perr.Code = "ALREADY_DECIDED"
 	CodeRunFinished    perr.Code = "RUN_FINISHED"
 	CodeTimeout        perr.Code = "TIMEOUT"
-	CodeBadInput       perr.Code = "BAD_INPUT" // malformed input, resume data or event payload
-	CodeUnauthorized   perr.Code = "UNAUTHORIZED"  // the server refused the credentials (or there were none)
-	CodeNoControl      perr.Code = "NO_CONTROL"    // no polosd control service answered
+	CodeBadInput       perr.Code = "BAD_INPUT"    // malformed input, resume data or event payload
+	CodeUnauthorized   perr.Code = "UNAUTHORIZED" // the server refused the credentials (or there were none)
+	CodeNoControl      perr.Code = "NO_CONTROL"   // no polosd control service answered
 )
 
 // DefaultConnectTimeout bounds how long Connect waits for a server.
