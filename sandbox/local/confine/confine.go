@@ -36,7 +36,12 @@
 // the shell closes it with nothing written.
 package confine
 
-import "time"
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
 
 // InitArg0 is the argv[0] by which the init is recognised.
 const InitArg0 = "polos-sandbox-init"
@@ -104,4 +109,19 @@ type Config struct {
 	// Probe builds the whole sandbox and exits 0 instead of running a
 	// command: the provider's start-up check.
 	Probe bool `json:"probe,omitempty"`
+}
+
+// CheckWorkspace refuses workspaces that would expose the host: the root
+// directory, or anything under /proc, /sys or /dev.
+func CheckWorkspace(ws string) error {
+	clean := filepath.Clean(ws)
+	if !filepath.IsAbs(clean) || clean == "/" {
+		return fmt.Errorf("the workspace %q must be an absolute directory other than /", ws)
+	}
+	for _, bad := range []string{"/proc", "/sys", "/dev"} {
+		if clean == bad || strings.HasPrefix(clean, bad+"/") {
+			return fmt.Errorf("the workspace %q may not be under %s", ws, bad)
+		}
+	}
+	return nil
 }

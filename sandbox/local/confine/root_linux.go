@@ -86,7 +86,8 @@ type symlink struct{ path, target string }
 
 // plan is the new root, captured from the host before it is built.
 type plan struct {
-	system   []tree // read-only directory trees
+	system   []tree // read-only directory trees (SystemDirs)
+	extra    []tree // read-only directory trees (Config.ReadOnly), attached after /tmp
 	files    []tree // read-only single files (targets of /etc symlinks)
 	devices  []tree
 	links    []symlink
@@ -99,7 +100,7 @@ type plan struct {
 // roots are the directories Landlock lets the sandbox read, as planned.
 func (p *plan) readOnlyDirs() []string {
 	var out []string
-	for _, t := range p.system {
+	for _, t := range append(append([]tree(nil), p.system...), p.extra...) {
 		out = append(out, t.path)
 	}
 	return out
@@ -119,21 +120,6 @@ const (
 	devAttrs = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC
 )
 
-// CheckWorkspace refuses workspaces that would expose the host: the root
-// directory, or anything under /proc, /sys or /dev.
-func CheckWorkspace(ws string) error {
-	clean := filepath.Clean(ws)
-	if !filepath.IsAbs(clean) || clean == "/" {
-		return fmt.Errorf("the workspace %q must be an absolute directory other than /", ws)
-	}
-	for _, bad := range []string{"/proc", "/sys", "/dev"} {
-		if clean == bad || strings.HasPrefix(clean, bad+"/") {
-			return fmt.Errorf("the workspace %q may not be under %s", ws, bad)
-		}
-	}
-	return nil
-}
-
 // under reports whether p is dir or inside it.
 func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 
@@ -144,25 +130,35 @@ func capturePlan(cfg *Config) (*plan, error) {
 	}
 	p := &plan{maskDirs: map[string]bool{}}
 	var roDirs []string
-	for _, dir := range append(append([]string(nil), SystemDirs...), cfg.ReadOnly...) {
+	for i, dir := range append(append([]string(nil), SystemDirs...), cfg.ReadOnly...) {
+		extra := i >= len(SystemDirs)
+		if extra && (!filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/") {
+			return nil, fmt.Errorf("read-only path %q: want a clean absolute directory other than /", dir)
+		}
 		st, err := os.Lstat(dir)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
 		case err != nil:
 			return nil, step("inspect "+dir, err)
-		case st.Mode()&fs.ModeSymlink != 0:
+		case st.Mode()&fs.ModeSymlink != 0 && !extra:
 			target, err := os.Readlink(dir)
 			if err != nil {
 				return nil, step("read the symlink "+dir, err)
 			}
 			p.links = append(p.links, symlink{dir, target})
+		case st.Mode()&fs.ModeSymlink != 0:
+			return nil, fmt.Errorf("read-only path %q is a symlink; give the directory it leads to", dir)
 		case st.IsDir():
 			t, err := capture(dir, dir, roAttrs, false)
 			if err != nil {
 				return nil, err
 			}
-			p.system = append(p.system, t)
+			if extra {
+				p.extra = append(p.extra, t)
+			} else {
+				p.system = append(p.system, t)
+			}
 			roDirs = append(roDirs, dir)
 		}
 	}
@@ -283,6 +279,11 @@ func buildRoot(cfg *Config) (*plan, error) {
 	}
 	if err := p.tmp.attach(r, false); err != nil {
 		return nil, err
+	}
+	for _, t := range p.extra {
+		if err := t.attach(r, false); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.ws.attach(r, false); err != nil {
 		return nil, err
