@@ -11,6 +11,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/polos-run/polos"
+	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
@@ -738,6 +739,9 @@ func (r *runState) ensureSandbox() sandbox.Info {
 	})
 	if err != nil {
 		info = sandbox.Info{} // tool steps report the error
+	}
+	if info.Confinement == sandbox.ConfinementNone {
+		_ = r.ctx.Annotate(events.AnnotationExecUnconfined, map[string]string{"provider": info.Provider, "sandbox": info.ID})
 	}
 	r.sb = &info
 	return info

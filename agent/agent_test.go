@@ -49,9 +49,11 @@ type env struct {
 	stop []func()
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, local.New()) }
+
+func newEnvWith(t *testing.T, lp *local.Provider) *env {
 	e := &env{t: t, srv: testutil.StartServer(t), reg: polos.NewRegistry(), ws: t.TempDir()}
-	host, err := dispatch.NewHost(e.srv.NC, "default", local.New())
+	host, err := dispatch.NewHost(e.srv.NC, "default", lp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,6 +389,33 @@ func TestExecNetworkFollowsPolicy(t *testing.T) {
 			outs := execOutputs(e.history(run))
 			if len(outs) != 1 || !strings.Contains(outs[0], tc.want) {
 				t.Fatalf("exec outputs %v, want %s", outs, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnconfinedSandboxInStatus: a run whose local sandbox runs exec
+// unconfined says so in its summary (polos status shows it); a confined
+// one does not.
+func TestUnconfinedSandboxInStatus(t *testing.T) {
+	for _, mode := range []string{local.ConfinementNone, local.ConfinementRequired} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnvWith(t, local.NewWithOptions(local.Options{Confinement: mode}))
+			script := filepath.Join(t.TempDir(), "s.yaml")
+			os.WriteFile(script, []byte("- tool_calls:\n    - {name: exec, input: {command: \"echo hi\"}}\n- text: done\n"), 0o644)
+			cfg := e.localAgent("a", llm.ProviderConfig{Provider: "scripted", Script: script})
+			cfg.Policy = policy.Config{Default: policy.DecisionAllow}
+			if err := agent.Register(e.reg, cfg, e.deps); err != nil {
+				t.Fatal(err)
+			}
+			e.startExecutor()
+			id, _, err := e.cl.Start(context.Background(), "a", "go", client.StartOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := e.resultOrDump(id)
+			if want := mode == local.ConfinementNone; s.ExecUnconfined != want {
+				t.Errorf("summary exec_unconfined = %v, want %v", s.ExecUnconfined, want)
 			}
 		})
 	}

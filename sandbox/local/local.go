@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path"
@@ -753,4 +754,21 @@ func drain(r *os.File, buf *sandbox.OutputBuffer) (<-chan struct{}, *atomic.Bool
 		}
 	}()
 	return done, detached
+}
+
+// LogStart logs, at daemon start, how exec is confined: a warning in the
+// unsafe mode, the Landlock ABI otherwise (with a warning below
+// confine.ScopedLandlockABI, where a command with the network capability
+// can reach the host's abstract unix sockets).
+func (p *Provider) LogStart(log *slog.Logger) {
+	if !p.Confined() {
+		log.Warn("local sandbox: exec runs UNCONFINED as the daemon's user (sandbox_local_confinement: none); commands can read every file, process and port the daemon's user can",
+			"confinement", ConfinementNone)
+		return
+	}
+	abi, _ := confine.LandlockABI()
+	log.Info("local sandbox: exec confined", "confinement", InfoConfined, "landlock_abi", abi, "tmp_root", p.opts.TmpRoot)
+	if abi < confine.ScopedLandlockABI {
+		log.Warn(fmt.Sprintf("local sandbox: Landlock ABI %d < %d (Linux 6.12): commands given the network capability can reach the host's abstract unix sockets", abi, confine.ScopedLandlockABI))
+	}
 }
