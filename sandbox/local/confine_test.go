@@ -67,6 +67,19 @@ func runHelper(name string, args []string) int {
 			return 1
 		}
 		fmt.Println("SIGNALLED")
+	case "check":
+		// Run where user namespaces are exhausted: the confined provider must
+		// refuse, naming why; the unsafe mode must still run commands.
+		ctx := context.Background()
+		fmt.Println("CHECK:", local.New().Check(ctx))
+		p := local.NewWithOptions(local.Options{Confinement: local.ConfinementNone})
+		sb, err := p.Create(ctx, sandbox.Spec{Provider: sandbox.ProviderLocal, Owner: "o", WorkspaceDir: args[0]})
+		if err != nil {
+			fmt.Println("UNSAFE CREATE:", err)
+			return 1
+		}
+		res, err := sb.Exec(ctx, sandbox.ExecRequest{Command: "echo unsafe-ran"})
+		fmt.Printf("UNSAFE EXEC: %q %v\n", res.Stdout, err)
 	default:
 		fmt.Println("unknown helper", name)
 		return 2
@@ -494,4 +507,30 @@ func TestTmpRootRefused(t *testing.T) {
 		t.Errorf("world-writable tmp root: %v", err)
 	}
 	_ = syscall.Getuid
+}
+
+// TestRefusesWithoutUserNamespaces: in a user namespace whose
+// user.max_user_namespaces is 0, the provider refuses to confine, and the
+// error names the sysctl, its fix and the unsafe mode.
+func TestRefusesWithoutUserNamespaces(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--user", "--map-root-user", "sh", "-c",
+		`echo 0 > /proc/sys/user/max_user_namespaces && exec "$0" "$1"`, exe, t.TempDir())
+	cmd.Env = append(os.Environ(), helperEnv+"=check", "TMPDIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"SANDBOX_CONFINEMENT_UNAVAILABLE", "user.max_user_namespaces is 0", "sysctl -w user.max_user_namespaces",
+		"server.sandbox_local_confinement: none", "--sandbox-local-confinement=none", `UNSAFE EXEC: "unsafe-ran\n" <nil>`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
 }

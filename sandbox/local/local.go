@@ -72,7 +72,7 @@ const (
 )
 
 // Confinement modes (Options.Confinement; the config key
-// sandbox.local.confinement and polosd's --sandbox-local-confinement).
+// server.sandbox_local_confinement and polosd's --sandbox-local-confinement).
 const (
 	// ConfinementRequired (the default, also "") confines every exec and
 	// refuses to run one when the kernel cannot.
@@ -153,9 +153,11 @@ func (p *Provider) Confinement() string {
 // (it builds a complete sandbox without running a command). The error is
 // CodeConfinementUnavailable and names what is missing and how to fix it,
 // or how to choose the unsafe mode instead. An unknown Options.Confinement
-// is CodeBadRequest.
+// is CodeBadRequest. The result is kept: the probe is bounded by
+// confine.SetupTimeout, not by ctx, so one caller's cancelled context
+// cannot fail the provider for good.
 func (p *Provider) Check(ctx context.Context) error {
-	p.checkOnce.Do(func() { p.checkErr = p.check(ctx) })
+	p.checkOnce.Do(func() { p.checkErr = p.check(context.WithoutCancel(ctx)) })
 	return p.checkErr
 }
 
@@ -165,7 +167,7 @@ func (p *Provider) check(ctx context.Context) error {
 		return nil
 	case ConfinementRequired:
 	default:
-		return perr.New(sandbox.CodeBadRequest, "set sandbox.local.confinement to "+ConfinementRequired+" or "+ConfinementNone,
+		return perr.New(sandbox.CodeBadRequest, "set server.sandbox_local_confinement (polosd --sandbox-local-confinement) to "+ConfinementRequired+" or "+ConfinementNone,
 			"unknown local sandbox confinement %q", p.opts.Confinement)
 	}
 	if err := p.ensureTmpRoot(); err != nil {
@@ -191,7 +193,7 @@ func (p *Provider) check(ctx context.Context) error {
 	}
 	if len(missing) > 0 {
 		return perr.New(CodeConfinementUnavailable,
-			"fix the above, or run commands unconfined (unsafe: they can read everything the daemon's user can) with sandbox.local.confinement: none in polos.yaml or polosd --sandbox-local-confinement=none",
+			"fix what is missing, or run commands unconfined (unsafe: they can read everything the daemon's user can) with server.sandbox_local_confinement: none in polos.yaml or polosd --sandbox-local-confinement=none",
 			"the local sandbox cannot confine exec on this machine: %s", strings.Join(missing, "; "))
 	}
 	return nil
