@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/polos-run/polos"
+	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/examples/demo"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/testutil"
@@ -151,5 +152,17 @@ func TestInlineApproval(t *testing.T) {
 	}
 	if strings.Contains(o, "\033[") {
 		t.Errorf("colour when stdout is not a terminal:\n%q", o)
+	}
+}
+
+// TestSummaryShowsExecUnconfined: polos status of a run whose sandbox runs
+// exec unconfined says so; other runs say nothing about it.
+func TestSummaryShowsExecUnconfined(t *testing.T) {
+	for _, unconfined := range []bool{true, false} {
+		var out bytes.Buffer
+		newPrinter(IO{Out: &out}, OutText).Summary(events.Summary{ID: "run_x", Status: events.StatusCompleted, ExecUnconfined: unconfined})
+		if got := strings.Contains(out.String(), "exec unconfined"); got != unconfined {
+			t.Errorf("unconfined %v: output %q", unconfined, out.String())
+		}
 	}
 }
