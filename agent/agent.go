@@ -11,6 +11,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/polos-run/polos"
+	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
@@ -480,7 +481,35 @@ func (r *runState) runToolInner(turn, i int, tc llm.ToolCall) llm.ToolResult {
 			return refused
 		}
 	}
+	if x, ok := req.(sandbox.ExecRequest); ok {
+		x.Network = r.execNetwork(dec)
+		req = x
+	}
 	return r.execute(tc, req)
+}
+
+// execNetwork decides whether an exec that policy let through runs with
+// the network (sandbox.ExecRequest.Network; the local provider runs every
+// other command without one): when the policy's capabilities.network is
+// allow, or when it is ask and this command was flagged as reaching the
+// network, so that the approval (or the grant that lifted it) covered the
+// network. Without a network rule, commands get no network.
+func (r *runState) execNetwork(dec PolicyRecord) bool {
+	nw, ok := r.cfg.Policy.Capabilities[policy.CapabilityNetwork]
+	switch {
+	case !ok:
+		return false
+	case nw == policy.DecisionAllow:
+		return true
+	case nw == policy.DecisionAsk:
+		rule := "capabilities.network: " + string(nw)
+		for _, reason := range dec.Reasons {
+			if reason.Rule == rule && reason.Decision == policy.DecisionAsk {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // approve suspends the run on an approval form and applies the decision:
@@ -711,6 +740,9 @@ func (r *runState) ensureSandbox() sandbox.Info {
 	if err != nil {
 		info = sandbox.Info{} // tool steps report the error
 	}
+	if info.Confinement == sandbox.ConfinementNone {
+		_ = r.ctx.Annotate(events.AnnotationExecUnconfined, map[string]string{"provider": info.Provider, "sandbox": info.ID})
+	}
 	r.sb = &info
 	return info
 }
@@ -806,6 +838,7 @@ func parseToolInput(name string, raw json.RawMessage) (any, error) {
 		if err := dec(&x); err != nil {
 			return nil, err
 		}
+		x.Network = false // only the policy opens the network (execNetwork)
 		return x, need("command", x.Command)
 	case ToolRead:
 		var x sandbox.ReadRequest

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +25,7 @@ import (
 	"github.com/polos-run/polos/llm/llmfake"
 	_ "github.com/polos-run/polos/llm/providers"
 	"github.com/polos-run/polos/llm/scripted"
+	"github.com/polos-run/polos/policy"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/dispatch"
 	"github.com/polos-run/polos/sandbox/local"
@@ -45,9 +49,11 @@ type env struct {
 	stop []func()
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, local.New()) }
+
+func newEnvWith(t *testing.T, lp *local.Provider) *env {
 	e := &env{t: t, srv: testutil.StartServer(t), reg: polos.NewRegistry(), ws: t.TempDir()}
-	host, err := dispatch.NewHost(e.srv.NC, "default", local.New())
+	host, err := dispatch.NewHost(e.srv.NC, "default", lp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,5 +330,93 @@ func TestPolicyDenyAndAllowlist(t *testing.T) {
 	}
 	if count(e.history(id), events.Suspended) != 0 {
 		t.Fatal("nothing here should ask")
+	}
+}
+
+// TestExecNetworkFollowsPolicy: a local exec gets the network only when the
+// policy's network capability allows it, or asks and a person approved a
+// command that reaches the network; a "network" field the model sends is
+// ignored.
+func TestExecNetworkFollowsPolicy(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "REACHED") }))
+	t.Cleanup(srv.Close)
+	curl := "curl -s " + srv.URL + "/ || echo REFUSED"
+	hostPort := strings.TrimPrefix(srv.URL, "http://")
+	perl := `perl -e 'use IO::Socket::INET; print IO::Socket::INET->new("` + hostPort + `") ? "REACHED" : "REFUSED"'`
+	cases := []struct {
+		name    string
+		network policy.Decision // "" = no capabilities.network rule
+		input   map[string]any
+		approve bool
+		want    string
+	}{
+		{"no network rule", "", map[string]any{"command": curl}, false, "REFUSED"},
+		{"no network rule, the model asks for it", "", map[string]any{"command": curl, "network": true}, false, "REFUSED"},
+		{"network allowed", policy.DecisionAllow, map[string]any{"command": curl}, false, "REACHED"},
+		{"network asks, approved", policy.DecisionAsk, map[string]any{"command": curl}, true, "REACHED"},
+		// Approving a command the policy does not see reaching the network
+		// does not open it.
+		{"network asks, unflagged command approved", policy.DecisionAsk, map[string]any{"command": perl}, true, "REFUSED"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			script := filepath.Join(t.TempDir(), "s.yaml")
+			input, _ := json.Marshal(tc.input)
+			os.WriteFile(script, []byte("- tool_calls:\n    - {name: exec, input: "+string(input)+"}\n- text: done\n"), 0o644)
+			id := fmt.Sprintf("net_%d", i)
+			cfg := e.localAgent(id, llm.ProviderConfig{Provider: "scripted", Script: script})
+			cfg.Policy = policy.Config{Default: policy.DecisionAllow}
+			if tc.network != "" {
+				cfg.Policy.Capabilities = map[string]policy.Decision{policy.CapabilityNetwork: tc.network}
+			}
+			if err := agent.Register(e.reg, cfg, e.deps); err != nil {
+				t.Fatal(err)
+			}
+			e.startExecutor()
+			run, _, err := e.cl.Start(context.Background(), id, "reach the server", client.StartOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.approve {
+				e.waitFor(run, "approve-1-0")
+				e.decide(run, "approve-1-0", `{"approved":true}`)
+			}
+			e.resultOrDump(run)
+			outs := execOutputs(e.history(run))
+			if len(outs) != 1 || !strings.Contains(outs[0], tc.want) {
+				t.Fatalf("exec outputs %v, want %s", outs, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnconfinedSandboxInStatus: a run whose local sandbox runs exec
+// unconfined says so in its summary (polos status shows it); a confined
+// one does not.
+func TestUnconfinedSandboxInStatus(t *testing.T) {
+	for _, mode := range []string{local.ConfinementNone, local.ConfinementRequired} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnvWith(t, local.NewWithOptions(local.Options{Confinement: mode}))
+			script := filepath.Join(t.TempDir(), "s.yaml")
+			os.WriteFile(script, []byte("- tool_calls:\n    - {name: exec, input: {command: \"echo hi\"}}\n- text: done\n"), 0o644)
+			cfg := e.localAgent("a", llm.ProviderConfig{Provider: "scripted", Script: script})
+			cfg.Policy = policy.Config{Default: policy.DecisionAllow}
+			if err := agent.Register(e.reg, cfg, e.deps); err != nil {
+				t.Fatal(err)
+			}
+			e.startExecutor()
+			id, _, err := e.cl.Start(context.Background(), "a", "go", client.StartOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := e.resultOrDump(id)
+			if want := mode == local.ConfinementNone; s.ExecUnconfined != want {
+				t.Errorf("summary exec_unconfined = %v, want %v", s.ExecUnconfined, want)
+			}
+		})
 	}
 }

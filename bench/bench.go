@@ -24,6 +24,7 @@ import (
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/protocol"
+	"github.com/polos-run/polos/sandbox/local"
 )
 
 // Sizes of one benchmark run.
@@ -35,13 +36,14 @@ type Sizes struct {
 	StepsPerRun    int // steps each concurrent run makes
 	ReplayEvents   int // history length to read and replay
 	Repeats        int // repeats; figures are medians over repeats
+	LocalExecs     int // pairs of `exec true` in a local sandbox, confined and unconfined
 }
 
 // QuickSizes finish in well under two minutes on a 2-core machine.
-var QuickSizes = Sizes{FloorAppends: 500, Steps: 300, StartComplete: 50, ConcurrentRuns: 100, StepsPerRun: 20, ReplayEvents: 10_000, Repeats: 1}
+var QuickSizes = Sizes{FloorAppends: 500, Steps: 300, StartComplete: 50, ConcurrentRuns: 100, StepsPerRun: 20, ReplayEvents: 10_000, Repeats: 1, LocalExecs: 20}
 
 // FullSizes are larger and repeated.
-var FullSizes = Sizes{FloorAppends: 2000, Steps: 1000, StartComplete: 200, ConcurrentRuns: 100, StepsPerRun: 50, ReplayEvents: 10_000, Repeats: 3}
+var FullSizes = Sizes{FloorAppends: 2000, Steps: 1000, StartComplete: 200, ConcurrentRuns: 100, StepsPerRun: 50, ReplayEvents: 10_000, Repeats: 3, LocalExecs: 60}
 
 // Report is the JSON printed by `polos bench -o json`.
 type Report struct {
@@ -65,12 +67,18 @@ type Report struct {
 	Replay10kMs          float64 `json:"replay_10k_ms"`
 	ReadDirectGet10kMs   float64 `json:"read_direct_get_10k_ms"`
 	ReadOrderedCons10kMs float64 `json:"read_ordered_consumer_10k_ms"`
-	Fsync                bool    `json:"fsync"`
-	GoVersion            string  `json:"go_version"`
-	NatsServerVersion    string  `json:"nats_server_version"`
-	CPUs                 int     `json:"cpus"`
-	Repeats              int     `json:"repeats"`
-	Note                 string  `json:"note,omitempty"`
+	// One `exec true` in a local sandbox (median), confined (ADR 0111) and
+	// unconfined, and their ratio; LocalExecNote says why they are missing.
+	LocalExecConfinedMs   float64 `json:"local_exec_confined_ms"`
+	LocalExecUnconfinedMs float64 `json:"local_exec_unconfined_ms"`
+	LocalExecRatio        float64 `json:"local_exec_confined_ratio"`
+	LocalExecNote         string  `json:"local_exec_note,omitempty"`
+	Fsync                 bool    `json:"fsync"`
+	GoVersion             string  `json:"go_version"`
+	NatsServerVersion     string  `json:"nats_server_version"`
+	CPUs                  int     `json:"cpus"`
+	Repeats               int     `json:"repeats"`
+	Note                  string  `json:"note,omitempty"`
 }
 
 // Run executes the benchmark on a fresh embedded server in a temp dir.
@@ -287,6 +295,13 @@ func Run(ctx context.Context, sz Sizes, noSync bool) (*Report, error) {
 	rep.LoadCPUCores = median(loadCores)
 	rep.StepsPerSecSteady = median(spsSteady)
 	rep.Replay10kMs, rep.ReadDirectGet10kMs, rep.ReadOrderedCons10kMs = median(replayMs), median(directMs), median(orderedMs)
+	if sz.LocalExecs > 0 {
+		if o, err := local.MeasureOverhead(ctx, sz.LocalExecs); err != nil {
+			rep.LocalExecNote = err.Error()
+		} else {
+			rep.LocalExecConfinedMs, rep.LocalExecUnconfinedMs, rep.LocalExecRatio = ms(o.Confined), ms(o.Unconfined), round2(o.Ratio())
+		}
+	}
 	return rep, nil
 }
 

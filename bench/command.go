@@ -64,4 +64,9 @@ func PrintText(r *Report) {
 	fmt.Printf("  same, group commit on (opt-in)     %8.0f steps/s (average batch %.1f appends)\n", r.StepsPerSecGroup, r.GroupAvgBatch)
 	fmt.Printf("  step latency under that load       p50 %8.0f µs  p99 %8.0f µs  (%.2f CPU cores busy of %d)\n", r.StepUnderLoadP50us, r.StepUnderLoadP99us, r.LoadCPUCores, r.CPUs)
 	fmt.Printf("  read 10k events: direct get %.1f ms, ordered consumer %.1f ms; read+replay %.1f ms\n", r.ReadDirectGet10kMs, r.ReadOrderedCons10kMs, r.Replay10kMs)
+	if r.LocalExecNote != "" {
+		fmt.Println("  local exec true: not measured:", r.LocalExecNote)
+	} else if r.LocalExecConfinedMs > 0 {
+		fmt.Printf("  local exec true                    confined %.2f ms, unconfined %.2f ms = %.2fx\n", r.LocalExecConfinedMs, r.LocalExecUnconfinedMs, r.LocalExecRatio)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/sandbox/local"
 )
 
 // Error codes.
@@ -70,6 +71,11 @@ type Server struct {
 	Listen    string `yaml:"listen"`
 	HTTP      string `yaml:"http"`
 	Executors int    `yaml:"executors"`
+	// SandboxLocalConfinement is how the local sandbox confines exec on this
+	// machine: "required" (default: confined, and polosd refuses to start
+	// where the kernel cannot) or "none" (unsafe: commands run unconfined as
+	// the daemon's user). polosd --sandbox-local-confinement overrides it.
+	SandboxLocalConfinement string `yaml:"sandbox_local_confinement"`
 }
 
 // Agent is one agent definition. The agent runtime (package agent) turns it
@@ -280,6 +286,10 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 	}
 	if c.Server.Executors < 0 {
 		return invalid(file, child(child(root, "server"), "executors"), "use a positive number", "server.executors is %d", c.Server.Executors)
+	}
+	if v := c.Server.SandboxLocalConfinement; v != "" && v != local.ConfinementRequired && v != local.ConfinementNone {
+		return invalid(file, child(child(root, "server"), "sandbox_local_confinement"), "use "+local.ConfinementRequired+" or "+local.ConfinementNone,
+			"server.sandbox_local_confinement is %q", v)
 	}
 	return nil
 }

@@ -54,7 +54,14 @@ type Summary struct {
 	Queue     string          `json:"queue,omitempty"`
 	LastSeq   uint64          `json:"last_seq"`
 	Events    int             `json:"events"`
+	// ExecUnconfined: a sandbox of this run runs commands unconfined on
+	// its host (an AnnotationExecUnconfined was recorded).
+	ExecUnconfined bool `json:"exec_unconfined,omitempty"`
 }
+
+// AnnotationExecUnconfined is the annotation an agent records when its
+// sandbox runs exec unconfined (the local provider's unsafe mode).
+const AnnotationExecUnconfined = "exec_unconfined"
 
 // Summarize derives a run's summary from its history. It is pure.
 func Summarize(hist []Event) Summary {
@@ -89,6 +96,8 @@ func Summarize(hist []Event) Summary {
 			waitDone[e.Pos] = true
 		case ChildFinished:
 			childDone[e.Key] = true
+		case Annotation:
+			s.ExecUnconfined = s.ExecUnconfined || e.Name == AnnotationExecUnconfined
 		}
 	}
 	parked := 0

@@ -47,6 +47,12 @@ type ExecRequest struct {
 	Cwd        string            `json:"cwd,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
 	TimeoutSec int               `json:"timeout,omitempty"` // seconds; 0 = DefaultExecTimeoutSec
+	// Network gives this command the network (the local provider runs it
+	// in the host's network namespace instead of an empty one). Only the
+	// agent runtime sets it, from the policy's network capability; a value
+	// the model sends is dropped. Docker and e2b ignore it: their network is
+	// the container's (Spec.Network).
+	Network bool `json:"network,omitempty"`
 }
 
 // ExecResult is what the agent sees. ExitCode is -1 when the command was
@@ -158,7 +164,16 @@ type Info struct {
 	ID        string `json:"id"`
 	Image     string `json:"image,omitempty"`
 	Workspace string `json:"workspace,omitempty"` // path of the workspace inside the sandbox
+	// Confinement says how exec is confined: "" for the provider's own
+	// isolation (a container, a VM), a description such as
+	// "namespaces+landlock" for the local provider, or ConfinementNone
+	// when commands run unconfined as the daemon's user.
+	Confinement string `json:"confinement,omitempty"`
 }
+
+// ConfinementNone in Info.Confinement: exec runs unconfined on the host
+// (the local provider's explicit unsafe mode). polos status shows it.
+const ConfinementNone = "none"
 
 // Sandbox is one live sandbox. Paths in requests are relative to the
 // workspace (or absolute inside the sandbox for docker/e2b); the provider

@@ -19,6 +19,7 @@ import (
 	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/internal/app"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/sandbox/local"
 )
 
 // Exit codes of polosd.
@@ -56,6 +57,7 @@ func run(args []string) int {
 			&cli.StringFlag{Name: "api-key", Usage: "require Authorization: Bearer KEY on mutating HTTP endpoints", EnvVars: []string{"POLOS_API_KEY"}},
 			&cli.StringFlag{Name: "ready-file", Usage: "write JSON {nats_url, http_url, pid, ...} here once serving", EnvVars: []string{"POLOS_READY_FILE"}},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long in-flight steps get to finish on SIGTERM", Value: app.DefaultShutdownTimeout},
+			&cli.StringFlag{Name: "sandbox-local-confinement", Usage: "required (default: exec in local sandboxes is confined; refuse to start where the kernel cannot) | none (UNSAFE: exec runs unconfined as this user)", EnvVars: []string{"POLOS_SANDBOX_LOCAL_CONFINEMENT"}},
 			&cli.StringFlag{Name: "log-level", Usage: "debug | info | warn | error", Value: "info", EnvVars: []string{"POLOS_LOG_LEVEL"}},
 		},
 		Action: func(c *cli.Context) error {
@@ -105,19 +107,23 @@ func options(c *cli.Context) (app.Options, error) {
 		return app.Options{}, perr.New(app.CodeUsage, "use debug, info, warn or error", "bad --log-level %q", c.String("log-level"))
 	}
 	o := app.Options{
-		Config:          cfg,
-		Role:            c.String("role"),
-		Namespace:       c.String("namespace"),
-		NATSURL:         c.String("nats-url"),
-		DataDir:         c.String("data-dir"),
-		Listen:          c.String("listen"),
-		HTTP:            c.String("http"),
-		Executors:       c.Int("executors"),
-		APIKey:          c.String("api-key"),
-		Replicas:        c.Int("replicas"),
-		ReadyFile:       c.String("ready-file"),
-		ShutdownTimeout: c.Duration("shutdown-timeout"),
-		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Config:                  cfg,
+		Role:                    c.String("role"),
+		Namespace:               c.String("namespace"),
+		NATSURL:                 c.String("nats-url"),
+		DataDir:                 c.String("data-dir"),
+		Listen:                  c.String("listen"),
+		HTTP:                    c.String("http"),
+		Executors:               c.Int("executors"),
+		APIKey:                  c.String("api-key"),
+		Replicas:                c.Int("replicas"),
+		ReadyFile:               c.String("ready-file"),
+		ShutdownTimeout:         c.Duration("shutdown-timeout"),
+		SandboxLocalConfinement: c.String("sandbox-local-confinement"),
+		Logger:                  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	}
+	if v := o.SandboxLocalConfinement; v != "" && v != local.ConfinementRequired && v != local.ConfinementNone {
+		return o, perr.New(app.CodeUsage, "use --sandbox-local-confinement "+local.ConfinementRequired+" or "+local.ConfinementNone, "bad --sandbox-local-confinement %q", v)
 	}
 	if c.IsSet("executors") && o.Executors <= 0 {
 		return o, perr.New(app.CodeUsage, "pass --executors 1 or more (use --role sandbox for a process without executors)", "bad --executors %d", o.Executors)

@@ -82,6 +82,9 @@ type Options struct {
 	Replicas    int
 	ReadyFile   string // written (JSON Ready) once everything serves
 	NoSync      bool   // benchmarks only: no fsync per write
+	// SandboxLocalConfinement overrides server.sandbox_local_confinement
+	// (local.ConfinementRequired or local.ConfinementNone).
+	SandboxLocalConfinement string
 	// ShutdownTimeout bounds how long in-flight steps get to finish on
 	// SIGTERM; past it their tasks are handed back (redelivered).
 	ShutdownTimeout time.Duration
@@ -133,6 +136,8 @@ func (o *Options) Resolve() error {
 	pick(&o.DataDir, c.Server.DataDir, config.DefaultDataDir)
 	pick(&o.Listen, c.Server.Listen, config.DefaultListen)
 	pick(&o.HTTP, c.Server.HTTP, config.DefaultHTTP)
+	pick(&o.SandboxLocalConfinement, c.Server.SandboxLocalConfinement)
+	c.Server.SandboxLocalConfinement = o.SandboxLocalConfinement // what SandboxProviders reads
 	if o.Executors == 0 {
 		o.Executors = c.Server.Executors
 	}
@@ -224,7 +229,10 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 
 	if o.Role == RoleAll || o.Role == RoleSandbox {
-		providers := SandboxProviders(o.Config, log)
+		providers, err := SandboxProviders(o.Config, log)
+		if err != nil {
+			return nil, err
+		}
 		d.host, err = dispatch.NewHost(d.nc, o.Namespace, providers...)
 		if err != nil {
 			return nil, err
@@ -473,10 +481,16 @@ func Run(ctx context.Context, o Options) error {
 
 // SandboxProviders are the providers this machine's sandbox host serves:
 // local always; docker when the Docker Engine answers; e2b when
-// E2B_API_KEY is set.
-func SandboxProviders(cfg *config.Config, log *slog.Logger) []sandbox.Provider {
-	_ = cfg
-	out := []sandbox.Provider{local.New()}
+// E2B_API_KEY is set. It fails (polosd does not start) when the local
+// sandbox cannot confine exec here and server.sandbox_local_confinement is
+// not "none"; the error names what is missing.
+func SandboxProviders(cfg *config.Config, log *slog.Logger) ([]sandbox.Provider, error) {
+	lp := local.NewWithOptions(local.Options{Confinement: cfg.Server.SandboxLocalConfinement})
+	if err := lp.Check(context.Background()); err != nil {
+		return nil, err
+	}
+	lp.LogStart(log)
+	out := []sandbox.Provider{lp}
 	if p, err := docker.New(docker.Options{}); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		err = p.Ping(ctx)
@@ -490,7 +504,7 @@ func SandboxProviders(cfg *config.Config, log *slog.Logger) []sandbox.Provider {
 	if ec := e2b.ConfigFromEnv(); ec.APIKey != "" {
 		out = append(out, e2b.NewProvider(ec))
 	}
-	return out
+	return out, nil
 }
 
 func writeReady(path string, r Ready) error {

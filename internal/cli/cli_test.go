@@ -12,6 +12,7 @@ import (
 	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/control"
+	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/examples/demo"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/testutil"
@@ -170,4 +171,16 @@ func serveControl(t *testing.T, srv *testutil.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
+}
+
+// TestSummaryShowsExecUnconfined: polos status of a run whose sandbox runs
+// exec unconfined says so; other runs say nothing about it.
+func TestSummaryShowsExecUnconfined(t *testing.T) {
+	for _, unconfined := range []bool{true, false} {
+		var out bytes.Buffer
+		newPrinter(IO{Out: &out}, OutText).Summary(events.Summary{ID: "run_x", Status: events.StatusCompleted, ExecUnconfined: unconfined})
+		if got := strings.Contains(out.String(), "exec unconfined"); got != unconfined {
+			t.Errorf("unconfined %v: output %q", unconfined, out.String())
+		}
+	}
 }

@@ -287,6 +287,9 @@ func (p *printer) Summary(s events.Summary) {
 	if s.Parent != "" {
 		p.Line("  parent:   %s", s.Parent)
 	}
+	if s.ExecUnconfined {
+		p.Line("  sandbox:  %s", p.style(styleRed, "exec unconfined (sandbox_local_confinement: none)"))
+	}
 	if len(s.Result) > 0 {
 		p.Line("  result:   %s", compactJSON(s.Result, 400))
 	}

@@ -1,23 +1,36 @@
 // Package local is the sandbox provider that runs tools directly on the host,
-// confined to a workspace directory. It gives no isolation for exec (a
-// command can do anything the daemon's user can), which is why policy asks a
-// person before every local exec; what it does guarantee:
+// confined to a workspace directory.
 //
 //   - Every file operation (read, write, edit, glob, grep) goes through
 //     os.Root opened on the workspace: no escape by "..", by an absolute path
 //     outside, or by a symlink in any component (leaf or parent), for reads
 //     and writes alike. Such paths fail with CodeOutsideWorkspace.
-//   - exec runs "/bin/sh -c COMMAND" in its own process group, with a
-//     scrubbed environment (see Env): the daemon's secrets (API keys, tokens)
-//     never reach it.
-//   - A timeout (or cancellation) kills the whole process group, background
-//     children included. Children that leave the group (setsid) escape this.
-//   - exec returns when the shell exits, even when a background child keeps
-//     stdout open: output is collected for PipeDrainGrace after the exit, then
-//     the rest of the child's output is discarded.
+//   - exec runs "/bin/sh -c COMMAND" confined (package confine, ADR 0111):
+//     in its own user, PID, mount, IPC and UTS namespaces and, unless the
+//     request has the network capability (ExecRequest.Network), an empty
+//     network namespace; in a new root holding only the system directories
+//     (read-only, /etc without its secrets), the workspace and a private
+//     /tmp (read-write), a fresh /proc that shows only the command's own
+//     processes; under a Landlock ruleset; with no capabilities. The
+//     environment is scrubbed too (see Env): the daemon's secrets (API
+//     keys, tokens) never reach it, neither through the environment nor
+//     through /proc.
+//   - The command's shell is PID 1 of its namespace: when it exits, or a
+//     timeout, cancellation or Destroy kills it, the kernel kills every
+//     process it started, background, setsid'd and double-forked children
+//     included. exec returns when the shell exits.
+//   - When the kernel lacks what confinement needs, the provider refuses to
+//     create sandboxes and run commands (CodeConfinementUnavailable, naming
+//     what is missing and how to fix it), unless it was built with
+//     Options.Confinement = ConfinementNone: then exec runs unconfined as
+//     the daemon's user in its own process group (a timeout kills the
+//     group; children that leave it with setsid escape), and Info says
+//     Confinement "none".
 //
-// Destroy never deletes the workspace (it is the user's directory): it kills
-// the process groups exec started in that sandbox on this host.
+// Each sandbox's private /tmp is a directory under Options.TmpRoot that
+// lives until Destroy. Destroy never deletes the workspace (it is the
+// user's directory): it kills the commands exec started in that sandbox on
+// this host and removes the private /tmp.
 package local
 
 import (
@@ -25,8 +38,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path"
@@ -40,6 +55,7 @@ import (
 
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/sandbox"
+	"github.com/polos-run/polos/sandbox/local/confine"
 )
 
 // Defaults of the local provider.
@@ -52,19 +68,167 @@ const (
 	// DefaultLang is used when the daemon has no LANG.
 	DefaultLang = "C.UTF-8"
 	// Shell runs exec commands as Shell -c COMMAND.
-	Shell = "/bin/sh"
+	Shell = confine.Shell
 )
+
+// Confinement modes (Options.Confinement; the config key
+// server.sandbox_local_confinement and polosd's --sandbox-local-confinement).
+const (
+	// ConfinementRequired (the default, also "") confines every exec and
+	// refuses to run one when the kernel cannot.
+	ConfinementRequired = "required"
+	// ConfinementNone runs exec unconfined as the daemon's user: the
+	// explicit unsafe mode, shown in logs and in Info.Confinement.
+	ConfinementNone = sandbox.ConfinementNone
+)
+
+// InfoConfined is Info.Confinement of a confined local sandbox.
+const InfoConfined = "namespaces+landlock"
+
+// CodeConfinementUnavailable: the kernel lacks what exec confinement needs;
+// the message names each missing feature and its fix.
+const CodeConfinementUnavailable perr.Code = "SANDBOX_CONFINEMENT_UNAVAILABLE"
+
+// Options configure a local provider; the zero value confines exec.
+type Options struct {
+	// Confinement is ConfinementRequired ("" too) or ConfinementNone.
+	Confinement string
+	// TmpRoot holds each sandbox's private /tmp, as TmpRoot/<sandbox ID>.
+	// It is created with mode 0700 and must belong to the daemon's user
+	// with no access for others. Default: DefaultTmpRoot().
+	TmpRoot string
+	// ReadOnlyPaths are more host directories commands may read (and run
+	// programs from), beside confine.SystemDirs: e.g. /opt/node.
+	ReadOnlyPaths []string
+}
+
+// DefaultTmpRoot is os.TempDir()/polos-sandbox-<uid>.
+func DefaultTmpRoot() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("polos-sandbox-%d", os.Getuid()))
+}
 
 // Provider is the local sandbox provider. Its zero value is not usable; use New.
 type Provider struct {
+	opts Options
+
+	checkOnce sync.Once
+	checkErr  error
+
 	mu     sync.Mutex
-	groups map[string]map[int]bool // sandbox ID -> process groups exec started
+	groups map[string]map[int]bool         // unconfined: sandbox ID -> process groups exec started
+	procs  map[string]map[*os.Process]bool // confined: sandbox ID -> running inits
 }
 
-// New returns a local provider.
-func New() *Provider { return &Provider{groups: map[string]map[int]bool{}} }
+// New returns a local provider that confines exec (Options{}).
+func New() *Provider { return NewWithOptions(Options{}) }
+
+// NewWithOptions returns a local provider configured by o. It does not
+// check the kernel: Check does, and Create and Exec call it.
+func NewWithOptions(o Options) *Provider {
+	if o.TmpRoot == "" {
+		o.TmpRoot = DefaultTmpRoot()
+	}
+	if o.Confinement == "" {
+		o.Confinement = ConfinementRequired
+	}
+	return &Provider{opts: o, groups: map[string]map[int]bool{}, procs: map[string]map[*os.Process]bool{}}
+}
 
 func (p *Provider) Name() string { return sandbox.ProviderLocal }
+
+// Confined reports whether exec is confined (Options.Confinement is not
+// ConfinementNone).
+func (p *Provider) Confined() bool { return p.opts.Confinement != ConfinementNone }
+
+// Confinement is what Info.Confinement says of this provider's sandboxes.
+func (p *Provider) Confinement() string {
+	if p.Confined() {
+		return InfoConfined
+	}
+	return ConfinementNone
+}
+
+// Check verifies, once, that this provider can do what it promises: for
+// ConfinementRequired, that the kernel has every feature confinement needs
+// (it builds a complete sandbox without running a command). The error is
+// CodeConfinementUnavailable and names what is missing and how to fix it,
+// or how to choose the unsafe mode instead. An unknown Options.Confinement
+// is CodeBadRequest. The result is kept: the probe is bounded by
+// confine.SetupTimeout, not by ctx, so one caller's cancelled context
+// cannot fail the provider for good.
+func (p *Provider) Check(ctx context.Context) error {
+	p.checkOnce.Do(func() { p.checkErr = p.check(context.WithoutCancel(ctx)) })
+	return p.checkErr
+}
+
+func (p *Provider) check(ctx context.Context) error {
+	switch p.opts.Confinement {
+	case ConfinementNone:
+		return nil
+	case ConfinementRequired:
+	default:
+		return perr.New(sandbox.CodeBadRequest, "set server.sandbox_local_confinement (polosd --sandbox-local-confinement) to "+ConfinementRequired+" or "+ConfinementNone,
+			"unknown local sandbox confinement %q", p.opts.Confinement)
+	}
+	if err := p.ensureTmpRoot(); err != nil {
+		return err
+	}
+	missing := confine.Missing()
+	if len(missing) == 0 {
+		ws, err := os.MkdirTemp(p.opts.TmpRoot, "probe-")
+		if err != nil {
+			return perr.Wrap(err, sandbox.CodeProvider, "check "+p.opts.TmpRoot, "cannot create the confinement probe's directory")
+		}
+		defer os.RemoveAll(ws)
+		tmp := filepath.Join(ws, "tmp")
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			return perr.Wrap(err, sandbox.CodeProvider, "check "+p.opts.TmpRoot, "cannot create the confinement probe's directory")
+		}
+		pctx, cancel := context.WithTimeout(ctx, confine.SetupTimeout)
+		defer cancel()
+		if err := confine.Probe(pctx, ws, tmp); err != nil {
+			missing = append(missing, "building a sandbox failed: "+err.Error()+
+				" (inside a container, allow user namespaces and mounts, e.g. docker run --security-opt seccomp=unconfined --security-opt apparmor=unconfined)")
+		}
+	}
+	if len(missing) > 0 {
+		return perr.New(CodeConfinementUnavailable,
+			"fix what is missing, or run commands unconfined (unsafe: they can read everything the daemon's user can) with server.sandbox_local_confinement: none in polos.yaml or polosd --sandbox-local-confinement=none",
+			"the local sandbox cannot confine exec on this machine: %s", strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// ensureTmpRoot creates TmpRoot (0700) and refuses one another user could
+// reach: it must be a real directory, owned by us, closed to others.
+func (p *Provider) ensureTmpRoot() error {
+	root := p.opts.TmpRoot
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return perr.Wrap(err, sandbox.CodeProvider, "choose another TmpRoot or fix its permissions", "cannot create the sandboxes' tmp root %s", root)
+	}
+	st, err := os.Lstat(root)
+	if err != nil {
+		return perr.Wrap(err, sandbox.CodeProvider, "check "+root, "cannot inspect the sandboxes' tmp root")
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	if !st.IsDir() || st.Mode().Perm()&0o077 != 0 || sys == nil || int(sys.Uid) != os.Getuid() {
+		return perr.New(sandbox.CodeProvider, "remove "+root+" (another user may have planted it) or choose another TmpRoot",
+			"the sandboxes' tmp root %s must be a directory owned by uid %d with mode 0700, found %s", root, os.Getuid(), st.Mode())
+	}
+	return nil
+}
+
+// tmpDir returns (creating it) the private /tmp of sandbox id.
+func (p *Provider) tmpDir(id string) (string, error) {
+	if err := p.ensureTmpRoot(); err != nil {
+		return "", err
+	}
+	d := filepath.Join(p.opts.TmpRoot, id)
+	if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", perr.Wrap(err, sandbox.CodeProvider, "check "+p.opts.TmpRoot, "cannot create the private /tmp of sandbox %s", id)
+	}
+	return d, nil
+}
 
 // ID is the sandbox ID of a workspace and owner: a hash of both, so creating
 // the same sandbox twice gives the same ID.
@@ -75,7 +239,12 @@ func ID(workspace, owner string) string {
 
 // Create makes spec.WorkspaceDir (and its parents) if missing and returns the
 // sandbox on it. Info.Workspace is the absolute path with symlinks resolved.
+// It fails with CodeConfinementUnavailable when exec cannot be confined
+// (see Check).
 func (p *Provider) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if err := p.Check(ctx); err != nil {
+		return nil, err
+	}
 	if spec.WorkspaceDir == "" {
 		return nil, perr.New(sandbox.CodeBadRequest, "set workspace_dir to the host directory the agent works in",
 			"a local sandbox needs a workspace directory, got none")
@@ -94,12 +263,18 @@ func (p *Provider) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandb
 	if abs, err = filepath.EvalSymlinks(abs); err != nil {
 		return nil, perr.Wrap(err, sandbox.CodeProvider, "check the workspace directory", "cannot resolve workspace directory %s", spec.WorkspaceDir)
 	}
-	info := sandbox.Info{Provider: sandbox.ProviderLocal, ID: ID(abs, spec.Owner), Workspace: abs}
+	if p.Confined() {
+		if err := confine.CheckWorkspace(abs); err != nil {
+			return nil, perr.Wrap(err, sandbox.CodeBadRequest, "pick a project directory as workspace_dir", "a confined local sandbox cannot use this workspace")
+		}
+	}
+	info := sandbox.Info{Provider: sandbox.ProviderLocal, ID: ID(abs, spec.Owner), Workspace: abs, Confinement: p.Confinement()}
 	return p.Open(ctx, info, spec)
 }
 
 // Open returns the sandbox for info; CodeSandboxLost when its workspace
-// directory no longer exists.
+// directory no longer exists. Info.Confinement is set to what this
+// provider does now.
 func (p *Provider) Open(_ context.Context, info sandbox.Info, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	if info.Provider != sandbox.ProviderLocal {
 		return nil, perr.New(sandbox.CodeBadRequest, "open it with the "+info.Provider+" provider",
@@ -112,6 +287,7 @@ func (p *Provider) Open(_ context.Context, info sandbox.Info, spec sandbox.Spec)
 	if err := checkEnv(spec.Env); err != nil {
 		return nil, err
 	}
+	info.Confinement = p.Confinement()
 	b := &backend{p: p, info: info, spec: spec}
 	if _, err := b.openRoot(); err != nil {
 		return nil, err
@@ -119,22 +295,33 @@ func (p *Provider) Open(_ context.Context, info sandbox.Info, spec sandbox.Spec)
 	return sandbox.New(b), nil
 }
 
-// Destroy kills the process groups exec started in the sandbox on this host
-// (background servers included). The workspace directory is left in place.
+// Destroy kills the commands exec started in the sandbox on this host
+// (with every process they started; unconfined: their process groups) and
+// removes its private /tmp. The workspace directory is left in place.
 func (p *Provider) Destroy(_ context.Context, info sandbox.Info) error {
 	p.mu.Lock()
-	groups := p.groups[info.ID]
+	groups, procs := p.groups[info.ID], p.procs[info.ID]
 	delete(p.groups, info.ID)
+	delete(p.procs, info.ID)
 	p.mu.Unlock()
 	for pgid := range groups {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
+	for proc := range procs {
+		_ = proc.Kill() // PID 1 of its namespace: the kernel kills the rest
+	}
+	if info.ID == "" || strings.ContainsAny(info.ID, "/\\") || info.ID == "." || info.ID == ".." {
+		return nil
+	}
+	if err := os.RemoveAll(filepath.Join(p.opts.TmpRoot, info.ID)); err != nil {
+		return perr.Wrap(err, sandbox.CodeProvider, "remove it by hand", "cannot remove the private /tmp of sandbox %s", info.ID)
+	}
 	return nil
 }
 
-// track records a live process group; it forgets groups that have no member
-// left, so a later Destroy never signals a reused group ID.
-func (p *Provider) track(id string, pgid int) {
+// trackGroup records a live process group; it forgets groups that have no
+// member left, so a later Destroy never signals a reused group ID.
+func (p *Provider) trackGroup(id string, pgid int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	gs := p.groups[id]
@@ -147,6 +334,25 @@ func (p *Provider) track(id string, pgid int) {
 		if syscall.Kill(-g, 0) == syscall.ESRCH {
 			delete(gs, g)
 		}
+	}
+}
+
+// trackProc records a running confined init until untrack is called (it
+// exited). os.Process signals through a pidfd, so a Destroy racing the
+// exit never signals a reused PID.
+func (p *Provider) trackProc(id string, proc *os.Process) (untrack func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps := p.procs[id]
+	if ps == nil {
+		ps = map[*os.Process]bool{}
+		p.procs[id] = ps
+	}
+	ps[proc] = true
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.procs[id], proc)
 	}
 }
 
@@ -370,7 +576,9 @@ func checkEnv(env map[string]string) error {
 	return nil
 }
 
-// Exec runs req.Command with /bin/sh in its own process group.
+// Exec runs req.Command confined (see the package documentation), or, in
+// the unsafe mode, with /bin/sh in its own process group. A sandbox that
+// could not be built is CodeProvider with the failed step.
 func (b *backend) Exec(ctx context.Context, req sandbox.ExecRequest) (sandbox.ExecResult, error) {
 	if err := checkEnv(req.Env); err != nil {
 		return sandbox.ExecResult{}, err
@@ -387,15 +595,14 @@ func (b *backend) Exec(ctx context.Context, req sandbox.ExecRequest) (sandbox.Ex
 	if !st.IsDir() {
 		return sandbox.ExecResult{}, perr.New(sandbox.CodeBadRequest, "give a directory as cwd", "exec cwd %q is not a directory", req.Cwd)
 	}
+	if err := b.p.Check(ctx); err != nil {
+		return sandbox.ExecResult{}, err
+	}
 
 	timeout := time.Duration(req.TimeoutSec) * time.Second
 	if timeout <= 0 {
 		timeout = sandbox.DefaultExecTimeoutSec * time.Second
 	}
-	cmd := exec.Command(Shell, "-c", req.Command)
-	cmd.Dir = filepath.Join(b.info.Workspace, filepath.FromSlash(rel))
-	cmd.Env = Env(b.info.Workspace, b.spec.Env, req.Env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, stderr := sandbox.NewOutputBuffer(), sandbox.NewOutputBuffer()
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -407,22 +614,26 @@ func (b *backend) Exec(ctx context.Context, req sandbox.ExecRequest) (sandbox.Ex
 		outW.Close()
 		return sandbox.ExecResult{}, perr.Wrap(err, sandbox.CodeProvider, "", "cannot create a pipe for exec")
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	startErr := cmd.Start()
+	cwd := filepath.Join(b.info.Workspace, filepath.FromSlash(rel))
+	env := Env(b.info.Workspace, b.spec.Env, req.Env)
+	var proc *process
+	if b.p.Confined() {
+		proc, err = b.startConfined(req, cwd, env, outW, errW)
+	} else {
+		proc, err = b.startUnconfined(req, cwd, env, outW, errW)
+	}
 	outW.Close()
 	errW.Close()
-	if startErr != nil {
+	if err != nil {
 		outR.Close()
 		errR.Close()
-		return sandbox.ExecResult{}, perr.Wrap(startErr, sandbox.CodeProvider, "check that "+Shell+" exists", "cannot start %s", Shell)
+		return sandbox.ExecResult{}, err
 	}
-	pgid := cmd.Process.Pid
-	b.p.track(b.info.ID, pgid)
 	outDone, outDetach := drain(outR, stdout)
 	errDone, errDetach := drain(errR, stderr)
 
 	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	go func() { _ = proc.cmd.Wait(); close(exited) }()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	killed := false
@@ -434,9 +645,19 @@ func (b *backend) Exec(ctx context.Context, req sandbox.ExecRequest) (sandbox.Ex
 		killed = true
 	}
 	if killed {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		proc.kill()
 		<-exited
 	}
+	proc.exited()
+	if err := proc.setupError(); err != nil {
+		outR.Close()
+		errR.Close()
+		return sandbox.ExecResult{}, perr.Wrap(err, sandbox.CodeProvider,
+			"check the daemon's log and the kernel features in docs/adr/0111-local-exec-confinement.md",
+			"the confined sandbox for this command could not be built")
+	}
+	// Unconfined, a background child may still hold the pipes; confined,
+	// every process of the command is dead by now and this returns at once.
 	grace, cancel := context.WithTimeout(context.Background(), PipeDrainGrace)
 	defer cancel()
 	for _, done := range []<-chan struct{}{outDone, errDone} {
@@ -448,7 +669,7 @@ func (b *backend) Exec(ctx context.Context, req sandbox.ExecRequest) (sandbox.Ex
 	outDetach.Store(true)
 	errDetach.Store(true)
 
-	res := sandbox.ExecResult{ExitCode: cmd.ProcessState.ExitCode(), TimedOut: killed}
+	res := sandbox.ExecResult{ExitCode: proc.cmd.ProcessState.ExitCode(), TimedOut: killed}
 	if killed {
 		res.ExitCode = -1
 	}
@@ -457,6 +678,61 @@ func (b *backend) Exec(ctx context.Context, req sandbox.ExecRequest) (sandbox.Ex
 	res.Stderr, errCut = stderr.Shaped()
 	res.Truncated = outCut || errCut
 	return res, nil
+}
+
+// process is one started command.
+type process struct {
+	cmd        *exec.Cmd
+	kill       func()       // kills everything the command started
+	exited     func()       // called once the command was waited for
+	setupError func() error // after the exit: why the sandbox failed to build
+}
+
+// startConfined starts the command through confine's init (ADR 0111).
+func (b *backend) startConfined(req sandbox.ExecRequest, cwd string, env []string, stdout, stderr *os.File) (*process, error) {
+	tmp, err := b.p.tmpDir(b.info.ID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := confine.Command(confine.Config{
+		Workspace: b.info.Workspace, Tmp: tmp, Cwd: cwd, Command: req.Command, Env: env,
+		Network: req.Network, ReadOnly: b.p.opts.ReadOnlyPaths,
+	})
+	if err != nil {
+		return nil, perr.Wrap(err, sandbox.CodeProvider, "", "cannot prepare the confined sandbox")
+	}
+	c.Stdout, c.Stderr = stdout, stderr
+	if err := c.Start(); err != nil {
+		return nil, perr.Wrap(err, sandbox.CodeProvider, "run polosd where user namespaces are allowed, or see docs/adr/0111-local-exec-confinement.md",
+			"cannot start the confined sandbox")
+	}
+	untrack := b.p.trackProc(b.info.ID, c.Process)
+	return &process{
+		cmd:        c.Cmd,
+		kill:       func() { _ = c.Process.Kill() }, // PID 1 of the namespace: the kernel kills the rest
+		exited:     untrack,
+		setupError: c.SetupError,
+	}, nil
+}
+
+// startUnconfined starts /bin/sh -c COMMAND as the daemon's user in a new
+// process group (the unsafe mode).
+func (b *backend) startUnconfined(req sandbox.ExecRequest, cwd string, env []string, stdout, stderr *os.File) (*process, error) {
+	cmd := exec.Command(Shell, "-c", req.Command)
+	cmd.Dir, cmd.Env = cwd, env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return nil, perr.Wrap(err, sandbox.CodeProvider, "check that "+Shell+" exists", "cannot start %s", Shell)
+	}
+	pgid := cmd.Process.Pid
+	b.p.trackGroup(b.info.ID, pgid)
+	return &process{
+		cmd:        cmd,
+		kill:       func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) },
+		exited:     func() {},
+		setupError: func() error { return nil },
+	}, nil
 }
 
 // drain copies r into buf until EOF; once detached is set it discards what
@@ -480,4 +756,21 @@ func drain(r *os.File, buf *sandbox.OutputBuffer) (<-chan struct{}, *atomic.Bool
 		}
 	}()
 	return done, detached
+}
+
+// LogStart logs, at daemon start, how exec is confined: a warning in the
+// unsafe mode, the Landlock ABI otherwise (with a warning below
+// confine.ScopedLandlockABI, where a command with the network capability
+// can reach the host's abstract unix sockets).
+func (p *Provider) LogStart(log *slog.Logger) {
+	if !p.Confined() {
+		log.Warn("local sandbox: exec runs UNCONFINED as the daemon's user (sandbox_local_confinement: none); commands can read every file, process and port the daemon's user can",
+			"confinement", ConfinementNone)
+		return
+	}
+	abi, _ := confine.LandlockABI()
+	log.Info("local sandbox: exec confined", "confinement", InfoConfined, "landlock_abi", abi, "tmp_root", p.opts.TmpRoot)
+	if abi < confine.ScopedLandlockABI {
+		log.Warn(fmt.Sprintf("local sandbox: Landlock ABI %d < %d (Linux 6.12): commands given the network capability can reach the host's abstract unix sockets", abi, confine.ScopedLandlockABI))
+	}
 }

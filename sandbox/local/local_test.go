@@ -19,12 +19,17 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	sandboxtest.Run(t, func(t *testing.T) (sandbox.Provider, sandbox.Spec) {
-		return local.New(), sandbox.Spec{Provider: sandbox.ProviderLocal, Owner: "run-1", WorkspaceDir: t.TempDir() + "/ws"}
-	})
+	for _, mode := range []string{local.ConfinementRequired, local.ConfinementNone} {
+		t.Run(mode, func(t *testing.T) {
+			sandboxtest.Run(t, func(t *testing.T) (sandbox.Provider, sandbox.Spec) {
+				return local.NewWithOptions(local.Options{Confinement: mode}),
+					sandbox.Spec{Provider: sandbox.ProviderLocal, Owner: "run-1", WorkspaceDir: t.TempDir() + "/ws"}
+			})
+		})
+	}
 }
 
-func ctxFor(t *testing.T) context.Context {
+func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
@@ -164,10 +169,11 @@ func TestCreateOpenLost(t *testing.T) {
 	}
 }
 
-// TestDestroyKillsBackgroundChildren: a server left running by exec dies
-// with Destroy; the workspace stays.
+// TestDestroyKillsBackgroundChildren: unconfined, a server left running by
+// exec dies with Destroy; the workspace stays. (Confined, it dies when the
+// shell exits: TestConfinedChildrenDie.)
 func TestDestroyKillsBackgroundChildren(t *testing.T) {
-	p := local.New()
+	p := local.NewWithOptions(local.Options{Confinement: local.ConfinementNone})
 	sb, _ := create(t, p)
 	res := run(t, sb, sandbox.ExecRequest{Command: "sleep 1000 >/dev/null 2>&1 & echo $!"})
 	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
