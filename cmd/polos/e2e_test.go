@@ -70,12 +70,18 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // ready file.
 func startPolosd(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
+	return startPolosdEnv(t, dataDir, nil, extra...)
+}
+
+// startPolosdEnv is startPolosd with env added to polosd's environment.
+func startPolosdEnv(t *testing.T, dataDir string, env []string, extra ...string) *daemon {
+	t.Helper()
 	readyFile := filepath.Join(t.TempDir(), "ready.json")
 	args := append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
 		"--executors", "2", "--ready-file", readyFile, "--log-level", "warn"}, extra...)
 	d := &daemon{t: t, dataDir: dataDir, out: &syncBuf{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, "polosd"), args...)
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = append(cleanEnv(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -44,8 +44,10 @@ done
 [ -f "$tmp/ready.json" ] || { cat "$tmp/polosd.log" >&2; echo "demo: polosd not ready after 60s" >&2; exit 1; }
 cat "$tmp/polosd.log"
 
-POLOS_NATS_URL=$(grep -o '"nats_url": *"[^"]*"' "$tmp/ready.json" | cut -d'"' -f4)
-export POLOS_NATS_URL
+# The CLI finds this polosd through its data directory: the address in
+# polosd.json and the operator credentials in creds/ (mode 0600, readable
+# only by the user who started polosd). No URL or key to pass around.
+export POLOS_DATA_DIR="$tmp/data"
 echo
 
 if [ -t 0 ] && [ -t 1 ]; then
