@@ -52,8 +52,8 @@ var hostileCommands = []commandCase{
 	{"allowlist", A, `echo "a b" 'c'`},
 	{"allowlist", A, "ls -la | cat -n"},
 	{"allowlist", Q, "ls -la | cat"}, // `cat *` needs an argument, as in upstream Polos
-	{"allowlist", A, "node x.js > out.txt"},
-	{"allowlist", A, "echo hi >> notes.txt"},
+	{"allowlist", Q, "node x.js > out.txt"}, // a redirection is a write: file_approval (always for local) asks
+	{"allowlist", Q, "echo hi >> notes.txt"}, // a redirection is a write: file_approval (always for local) asks
 	{"allowlist", A, "cat a.txt 2>/dev/null"},
 	{"allowlist", A, "echo err >&2"},
 	{"allowlist", A, "ls; echo done"},
@@ -86,7 +86,7 @@ var hostileCommands = []commandCase{
 	{"allowlist", A, "ls &>/dev/null"},
 	{"allowlist", A, "node --require ./setup.js app.js"},
 	{"allowlist", A, "ls\necho done"},
-	{"allowlist", A, "echo x > ./sub/../out.txt"},
+	{"allowlist", Q, "echo x > ./sub/../out.txt"}, // a redirection is a write: file_approval (always for local) asks
 
 	// --- allowlist: lists, pipelines and compounds hide nothing
 	{"allowlist", Q, "ls -la; rm -rf /"},
@@ -319,7 +319,7 @@ var hostileCommands = []commandCase{
 	// --- narrow deny beats broad allow
 	{"curl", A, "curl https://example.com"},
 	{"curl", A, "curl -s https://api.example.com/v1"},
-	{"curl", A, "curl https://example.com > out.txt"},
+	{"curl", Q, "curl https://example.com > out.txt"}, // a redirection is a write: file_approval (always for local) asks
 	{"curl", A, "curl https://x.example.com &"},
 	{"curl", D, "curl internal.example.com"},
 	{"curl", D, "curl -s internal.example.com/api"},

@@ -78,63 +78,6 @@ var codeBuiltins = map[string]string{
 	"fc":     "fc re-runs commands from the history",
 }
 
-// wrapper describes a program that runs another program given as its
-// remaining operands (timeout 5 CMD...). argOpts are its options that take a
-// separate value; skip is how many operands come before the command.
-type wrapper struct {
-	argOpts   []string
-	skip      int
-	codeOpts  []string // options whose value is shell code (env -S, flock -c)
-	moreInput bool     // the command gets more arguments at run time (xargs)
-	defaultTo string   // the command when none is given (xargs: echo)
-	setsEnv   bool     // NAME=value operands set the command's environment
-}
-
-var wrappers = map[string]wrapper{
-	"command":      {},
-	"builtin":      {},
-	"exec":         {argOpts: []string{"-a"}},
-	"nohup":        {},
-	"setsid":       {},
-	"nice":         {argOpts: []string{"-n", "--adjustment"}},
-	"timeout":      {argOpts: []string{"-s", "--signal", "-k", "--kill-after"}, skip: 1},
-	"env":          {argOpts: []string{"-u", "--unset", "-C", "--chdir"}, codeOpts: []string{"-S", "--split-string"}, setsEnv: true},
-	"stdbuf":       {argOpts: []string{"-i", "-o", "-e", "--input", "--output", "--error"}},
-	"sudo":         {argOpts: []string{"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "--user", "--group", "--chdir"}, setsEnv: true},
-	"doas":         {argOpts: []string{"-u", "-C"}},
-	"ionice":       {argOpts: []string{"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"}},
-	"chrt":         {skip: 1},
-	"taskset":      {skip: 1},
-	"strace":       {argOpts: []string{"-o", "-e", "-p", "-s", "-u", "-E", "-a", "-I", "-O", "-S", "-P", "-X"}},
-	"ltrace":       {argOpts: []string{"-o", "-e", "-p", "-s", "-u", "-n", "-a", "-A", "-D", "-F", "-l"}},
-	"time":         {argOpts: []string{"-f", "-o", "--format", "--output"}},
-	"xargs":        {argOpts: []string{"-I", "-n", "-P", "-L", "-d", "-E", "-a", "-s", "--max-args", "--max-procs", "--delimiter", "--arg-file"}, moreInput: true, defaultTo: "echo"},
-	"flock":        {argOpts: []string{"-w", "-E", "--timeout", "--conflict-exit-code"}, skip: 1, codeOpts: []string{"-c", "--command"}},
-	"chroot":       {argOpts: []string{"--userspec", "--groups"}, skip: 1},
-	"unbuffer":     {},
-	"torsocks":     {argOpts: []string{"-u", "-p", "-a", "-P"}},
-	"proxychains":  {argOpts: []string{"-f"}},
-	"proxychains4": {argOpts: []string{"-f"}},
-	"firejail":     {},
-	"busybox":      {},
-	"caffeinate":   {argOpts: []string{"-t", "-w"}},
-	"systemd-run":  {argOpts: []string{"-p", "-u", "-E", "--unit", "--property", "--setenv"}},
-	"unshare":      {},
-	"nsenter":      {argOpts: []string{"-t", "-S", "-G", "--target"}},
-	"runuser":      {argOpts: []string{"-u", "-g", "-G"}, codeOpts: []string{"-c", "--command"}},
-	"su":           {argOpts: []string{"-s", "-g", "-G", "--shell", "--group"}, codeOpts: []string{"-c", "--command", "--session-command"}, skip: 1},
-	"script":       {argOpts: []string{"-E", "-O", "-I", "-B", "-T", "-t"}, codeOpts: []string{"-c", "--command"}},
-	"watch":        {argOpts: []string{"-n", "-d", "--interval", "--differences"}},
-	"parallel":     {argOpts: []string{"-j", "--jobs", "-S", "--sshlogin"}},
-	"sg":           {skip: 1},
-	"catchsegv":    {},
-	"rlwrap":       {},
-}
-
-// shellCodeOperands are programs whose operands, joined by spaces, are shell
-// code (watch and parallel hand them to sh -c).
-var shellCodeOperands = setOf("watch", "parallel", "sg")
-
 // interpreter describes a program that runs code given as a string.
 type interpreter struct {
 	codeLetters string   // short options that take code; may be clustered (-xc, -ne)
