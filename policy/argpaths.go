@@ -112,7 +112,7 @@ func (a *analysis) readPath(seg string, w word, src, cwd string, cwdKnown bool, 
 		case v.asked != nil:
 			return []Reason{{Segment: seg, Rule: v.asked.rule, Why: what + " " + src + " is a path an ask rule names", Decision: DecisionAsk}}
 		case a.readConfined && !v.loc.inside && v.allowed == nil:
-			return outside("is read outside the workspace: " + v.loc.why)
+			return outside("names a path outside the workspace: " + v.loc.why)
 		}
 		return nil
 	}

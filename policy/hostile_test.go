@@ -51,8 +51,8 @@ var hostileCommands = []commandCase{
 	{"allowlist", A, "echo hello world"},
 	{"allowlist", A, `echo "a b" 'c'`},
 	{"allowlist", A, "ls -la | cat -n"},
-	{"allowlist", Q, "ls -la | cat"}, // `cat *` needs an argument, as in upstream Polos
-	{"allowlist", Q, "node x.js > out.txt"}, // a redirection is a write: file_approval (always for local) asks
+	{"allowlist", Q, "ls -la | cat"},         // `cat *` needs an argument, as in upstream Polos
+	{"allowlist", Q, "node x.js > out.txt"},  // a redirection is a write: file_approval (always for local) asks
 	{"allowlist", Q, "echo hi >> notes.txt"}, // a redirection is a write: file_approval (always for local) asks
 	{"allowlist", A, "cat a.txt 2>/dev/null"},
 	{"allowlist", A, "echo err >&2"},

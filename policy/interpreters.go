@@ -185,7 +185,7 @@ func (a *analysis) specInterpreterHazards(cm command, spec *optSpec, name string
 		case roleInteractive:
 			stdin, stdinTrigger = true, w
 		case roleLoadsConfig:
-			hz = append(hz, hazard{"hazard: loader variable", name + " " + o.written + " loads a file that sets options or environment variables (NODE_OPTIONS included), which changes what runs", []string{w}, false})
+			hz = append(hz, hazard{"hazard: loader variable", name + " " + o.written + " loads a file that changes what runs (an env file can set NODE_OPTIONS, an OpenSSL configuration can load engines)", []string{w}, false})
 		case roleNoScript:
 			noScript = true
 		}

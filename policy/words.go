@@ -243,7 +243,17 @@ func hasBraceExpansion(w *syntax.Word) bool {
 		return false
 	}
 	cp := &syntax.Word{Parts: append([]syntax.WordPart(nil), w.Parts...)}
-	return syntax.SplitBraces(cp)
+	if !syntax.SplitBraces(cp) {
+		return false
+	}
+	found := false
+	syntax.Walk(cp, func(n syntax.Node) bool {
+		if b, ok := n.(*syntax.BraceExp); ok && (b.Sequence || len(b.Elems) > 1) {
+			found = true // {a,b} or {1..3}; a lone {} or {x} stays a word
+		}
+		return !found
+	})
+	return found
 }
 
 // decodeANSIC decodes the body of a bash $'...' string. ok is false for an
