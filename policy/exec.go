@@ -127,6 +127,18 @@ func (a *analysis) execEnvironment(x Exec) {
 	}
 }
 
+// AsksForEnv reports whether the result asks because of the exec
+// request's env (a reason with RuleExecEnv). Callers that lift asks with
+// grants keyed by the command alone must not lift these.
+func AsksForEnv(r Result) bool {
+	for _, x := range r.Reasons {
+		if x.Rule == RuleExecEnv && x.Decision != DecisionAllow {
+			return true
+		}
+	}
+	return false
+}
+
 // joinCwd resolves dir against cwd.
 func joinCwd(cwd, dir string) string {
 	if filepath.IsAbs(dir) || cwd == "" {
