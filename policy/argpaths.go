@@ -33,6 +33,9 @@ func (p *Policy) hasPathRules() bool { return len(p.paths.deny)+len(p.paths.ask)
 func (a *analysis) fileReasons(cm command, base string, info *argInfo) []Reason {
 	var rs []Reason
 	seg := cm.display
+	if (base == "cd" || base == "pushd" || base == "popd") && a.readConfined && !cdTargetKnown(cm) {
+		rs = append(rs, Reason{Segment: seg, Rule: "path_restriction", Why: base + " without a directory (or with -) goes to the home directory, the previous directory or the directory stack, which the policy cannot show to be inside the workspace", Decision: DecisionAsk})
+	}
 	if !info.noPaths && !cm.raw {
 		afterDashes := false
 		for i := 1; i < len(cm.args); i++ {
@@ -48,6 +51,12 @@ func (a *analysis) fileReasons(cm command, base string, info *argInfo) []Reason 
 			if !afterDashes && len(w.toks) > 0 && w.toks[0] == '-' && (!lit || len(s) > 1) {
 				// an option; a long one may carry a path as --name=value
 				t := w.toks
+				if len(t) > 2 && t[1] != '-' && (t[2] == '/' || t[2] == '~') {
+					// -I/usr/include, -f/etc/x: an attached value that is an absolute path
+					v := word{toks: t[2:], literal: w.literal, vars: w.vars, dotGlob: w.dotGlob, tilde: t[2] == '~'}
+					rs = append(rs, a.readPath(seg, v, string(runesText(t[2:])), cm.cwd, cm.cwdKnown, "the option "+string(t[:2]))...)
+					continue
+				}
 				if len(t) < 2 || t[1] != '-' {
 					continue
 				}
@@ -74,6 +83,32 @@ func (a *analysis) fileReasons(cm command, base string, info *argInfo) []Reason 
 		}
 	}
 	return rs
+}
+
+// cdTargetKnown reports whether a cd names its directory (a word that is
+// not an option and not `-`); popd never does.
+func cdTargetKnown(cm command) bool {
+	prog, _ := cm.args[0].text()
+	if baseName(prog) == "popd" {
+		return false
+	}
+	for _, w := range cm.args[1:] {
+		s, lit := w.text()
+		if !lit {
+			return true // named at run time: asked for by the argument check
+		}
+		if s == "-" {
+			return false
+		}
+		if strings.HasPrefix(s, "-") && s != "--" {
+			continue
+		}
+		if s == "--" {
+			continue
+		}
+		return true
+	}
+	return false
 }
 
 // runesText renders runes with wildcards as `*`.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,49 +36,58 @@ import (
 //
 // checks a file operation.
 func TestDataDriven(t *testing.T) {
-	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
-		var p *Policy
-		ctx := Context{Env: EnvLocal, Workspace: ddWorkspace}
-		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
-			switch d.Cmd {
-			case "policy":
-				var err error
-				p, err = Parse([]byte(d.Input), "")
-				if err != nil {
-					return "error: " + err.Error() + "\n"
-				}
-				ctx = Context{Env: EnvLocal, Workspace: ddWorkspace}
-				for _, arg := range d.CmdArgs {
-					switch arg.Key {
-					case "env":
-						ctx.Env = Env(arg.Vals[0])
-					case "workspace":
-						ctx.Workspace = arg.Vals[0]
-					case "network":
-						ctx.Network = arg.Vals[0]
-					default:
-						d.Fatalf(t, "unknown argument %s", arg.Key)
-					}
-				}
-				return "ok\n"
-			case "check":
-				if p == nil {
-					d.Fatalf(t, "check before policy")
-				}
-				x, c := parseCheckInput(d.Input, ctx)
-				return formatResult(p.CheckExec(x, c))
-			case "path":
-				if p == nil {
-					d.Fatalf(t, "path before policy")
-				}
-				var op string
-				d.ScanArgs(t, "op", &op)
-				return formatResult(p.CheckPath(Op(op), d.Input, ctx))
-			default:
-				d.Fatalf(t, "unknown command %s", d.Cmd)
-				return ""
+	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no transcripts in testdata: %v", err)
+	}
+	for _, path := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".txt"), func(t *testing.T) { runTranscript(t, path) })
+	}
+}
+
+// runTranscript runs one transcript file.
+func runTranscript(t *testing.T, path string) {
+	var p *Policy
+	ctx := Context{Env: EnvLocal, Workspace: ddWorkspace}
+	datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
+		switch d.Cmd {
+		case "policy":
+			var err error
+			p, err = Parse([]byte(d.Input), "")
+			if err != nil {
+				return "error: " + err.Error() + "\n"
 			}
-		})
+			ctx = Context{Env: EnvLocal, Workspace: ddWorkspace}
+			for _, arg := range d.CmdArgs {
+				switch arg.Key {
+				case "env":
+					ctx.Env = Env(arg.Vals[0])
+				case "workspace":
+					ctx.Workspace = arg.Vals[0]
+				case "network":
+					ctx.Network = arg.Vals[0]
+				default:
+					d.Fatalf(t, "unknown argument %s", arg.Key)
+				}
+			}
+			return "ok\n"
+		case "check":
+			if p == nil {
+				d.Fatalf(t, "check before policy")
+			}
+			x, c := parseCheckInput(d.Input, ctx)
+			return formatResult(p.CheckExec(x, c))
+		case "path":
+			if p == nil {
+				d.Fatalf(t, "path before policy")
+			}
+			var op string
+			d.ScanArgs(t, "op", &op)
+			return formatResult(p.CheckPath(Op(op), d.Input, ctx))
+		default:
+			d.Fatalf(t, "unknown command %s", d.Cmd)
+			return ""
+		}
 	})
 }
 

@@ -240,6 +240,9 @@ func (g *gen) simple(depth int) *simple {
 			o := opts[g.pick(len(opts))]
 			coded = coded || o.hazard != ""
 			add(o)
+			if prog != "node" && (o.hazard == "-c") {
+				break // what follows sh -c CODE or python -c CODE are its arguments, not options
+			}
 		}
 		if g.chance(2) {
 			pathArg(false)

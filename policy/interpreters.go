@@ -31,7 +31,7 @@ var nodeSpec = compileSpec(optSpec{defs: func() []optDef {
 		value('C', "conditions"),
 		flag('c', "check"), flag('h', "help").as(roleNoScript), flag('v', "version").as(roleNoScript),
 		flag(0, "v8-options").as(roleNoScript), flag(0, "completion-bash").as(roleNoScript),
-		flag(0, "test"), value(0, "run"),
+		flag(0, "test").as(roleNoScript), value(0, "run").as(roleNoScript),
 		optional(0, "inspect", "inspect-brk", "inspect-wait"),
 	}
 	for _, v := range strings.Fields(`allow-fs-read allow-fs-write build-snapshot-config cpu-prof-dir

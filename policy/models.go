@@ -75,6 +75,20 @@ func (info *argInfo) useName(f scriptFile, write bool) {
 	info.uses = append(info.uses, fileUse{w: w, src: f.name, write: write, what: f.what})
 }
 
+// isStdinFile reports whether a file name is standard input (a program
+// read from there is code given on the command line).
+func isStdinFile(s string) bool {
+	return s == "-" || stdinPaths[s] || strings.HasPrefix(s, "/dev/fd/") || strings.HasPrefix(s, "/proc/self/fd/")
+}
+
+// stdinProgram is the hazard of a program file that is standard input.
+func stdinProgram(prog string, o parsedOpt, w string) []hazard {
+	if !o.valueLit || !isStdinFile(o.value) {
+		return nil
+	}
+	return []hazard{{"hazard: code on stdin", prog + " " + o.written + " " + o.value + " reads the program to run from standard input", []string{w}, false}}
+}
+
 // scriptHazards turns a script's effects into hazards and file uses.
 func scriptHazards(prog, trigger string, eff scriptEffect, info *argInfo) []hazard {
 	var hz []hazard
@@ -133,6 +147,7 @@ func (a *analysis) awkModel(cm command, prog string, info *argInfo) []hazard {
 		switch o.def.role {
 		case roleRead:
 			progGiven = progGiven || o.def.short == 'f'
+			hz = append(hz, stdinProgram(prog, o, w)...)
 			info.useValue(cm, o, false, prog+" "+o.written)
 		case roleWrite:
 			if o.hasValue {
@@ -146,6 +161,7 @@ func (a *analysis) awkModel(cm command, prog string, info *argInfo) []hazard {
 			}
 		case roleModuleStop:
 			progGiven = true
+			hz = append(hz, stdinProgram(prog, o, w)...)
 			info.useValue(cm, o, false, prog+" "+o.written)
 		case roleLoader:
 			hz = append(hz, hazard{"hazard: " + prog + " runs code", prog + " " + o.written + " loads a shared library", []string{w}, false})
@@ -234,6 +250,7 @@ func (a *analysis) sedModel(cm command, info *argInfo) []hazard {
 			scripts = append(scripts, script{o.value, o.valueLit, trigger})
 		case roleRead:
 			scriptGiven = true
+			hz = append(hz, stdinProgram("sed", o, w)...)
 			info.useValue(cm, o, false, "sed "+o.written)
 		case roleWrite:
 			inPlace = true
@@ -334,6 +351,7 @@ var tarSpec = compileSpec(optSpec{permute: true, defs: func() []optDef {
 
 func (a *analysis) tarModel(cm command, info *argInfo) []hazard {
 	args := cm.args[1:]
+	origLen, oldStyle := len(cm.args), false
 	// Old style: the first word holds letters without a dash (tar xzf a.tgz);
 	// each letter that takes a value takes the next word in turn.
 	if len(args) > 0 {
@@ -355,9 +373,10 @@ func (a *analysis) tarModel(cm command, info *argInfo) []hazard {
 			cm.args = append(append([]word{cm.args[0]}, rewritten...), rest...)
 			cm.argSrc = append(append([]string{cm.argSrc[0]}, srcs...), cm.argSrc[1+consumed:]...)
 			args = cm.args[1:]
-			// the rewritten words are not those of the command: map the
-			// info onto the new shape
+			// the rewritten words are not those of the command: record
+			// uses against the new shape, and check its operands here
 			*info = *newArgInfo(len(cm.args))
+			oldStyle = true
 		}
 	}
 	ps := tarSpec.parse(args)
@@ -422,6 +441,15 @@ func (a *analysis) tarModel(cm command, info *argInfo) []hazard {
 		}
 	} else if dir != nil {
 		info.useValue(cm, *dir, false, "tar -C")
+	}
+	if oldStyle {
+		for _, k := range ps.operands {
+			info.use(cm, k+1, false, "tar (member)")
+		}
+		uses := info.uses
+		*info = *newArgInfo(origLen)
+		info.exemptFrom(1)
+		info.uses = uses
 	}
 	return hz
 }
