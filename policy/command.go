@@ -162,6 +162,8 @@ type walker struct {
 	cwd      string // directory relative redirections resolve against
 	cwdKnown bool   // false after a cd to a place we cannot follow
 	out      outcome
+	// pipeFeeders are the statements on the left of a pipe.
+	pipeFeeders map[*syntax.Stmt]bool
 }
 
 // substFrame collects the segments inside one command or process
@@ -197,8 +199,24 @@ func (w *walker) walk(file *syntax.File) outcome {
 			w.redirects(x)
 		case *syntax.CmdSubst, *syntax.ProcSubst:
 			w.frames = append(w.frames, &substFrame{node: x, explicit: true})
+		case *syntax.BinaryCmd:
+			if x.Op == syntax.Pipe || x.Op == syntax.PipeAll {
+				if w.pipeFeeders == nil {
+					w.pipeFeeders = make(map[*syntax.Stmt]bool)
+				}
+				w.pipeFeeders[x.X] = true
+			}
 		case *syntax.CallExpr:
-			w.segment(w.callCommand(x))
+			cm := w.callCommand(x)
+			for _, n := range stack {
+				switch y := n.(type) {
+				case *syntax.CmdSubst, *syntax.ProcSubst:
+					cm.feeds = true
+				case *syntax.Stmt:
+					cm.feeds = cm.feeds || w.pipeFeeders[y]
+				}
+			}
+			w.segment(cm)
 		case *syntax.DeclClause:
 			w.segment(w.declCommand(x))
 		case *syntax.TestClause:
@@ -285,6 +303,10 @@ type command struct {
 	// envExec marks the env entries that come from the exec request's env
 	// rather than from assignments written before the command.
 	envExec []bool
+	// feeds: its output becomes another command's input or words (a
+	// substitution, or the left of a pipe), so even echo's words may be
+	// paths another command opens.
+	feeds bool
 	// cwd is the directory the command runs in (relative paths resolve
 	// against it); cwdKnown is false after a cd the policy cannot follow.
 	cwd      string

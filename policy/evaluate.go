@@ -291,7 +291,7 @@ func (a *analysis) hazards(cm command, prog string, progLit bool, base string, d
 	for i, w := range args {
 		argv[i], _ = w.text()
 	}
-	if noFileArgs[base] {
+	if noFileArgs[base] && !cm.feeds {
 		info.noPaths = true
 	}
 
@@ -357,7 +357,9 @@ func (a *analysis) hazards(cm command, prog string, progLit bool, base string, d
 var awkNames = setOf("awk", "gawk", "mawk", "nawk", "original-awk", "busybox-awk")
 
 // noFileArgs are programs whose arguments are never opened as files, so
-// they are not checked as paths (echo /etc/passwd reads nothing).
+// they are not checked as paths (echo /etc/passwd reads nothing) unless
+// their output feeds another command: cat "$(echo /etc/shadow)" and
+// echo /etc/shadow | xargs cat are checked.
 var noFileArgs = setOf("echo", "printf", "true", "false", ":", "yes", "seq", "sleep", "expr",
 	"basename", "dirname", "test", "[", "exit", "return", "shift", "set", "unset", "wait", "kill",
 	"jobs", "fg", "bg", "umask", "type", "which", "hash", "getopts", "break", "continue")
@@ -727,7 +729,7 @@ func watchExec(ps optParse) bool {
 
 // subcommand is cm.args[from:to] as a command of its own.
 func (a *analysis) subcommand(cm command, from, to int) command {
-	sub := command{args: append([]word(nil), cm.args[from:to]...), argSrc: cm.argSrc[from:to], cwd: cm.cwd, cwdKnown: cm.cwdKnown}
+	sub := command{args: append([]word(nil), cm.args[from:to]...), argSrc: cm.argSrc[from:to], cwd: cm.cwd, cwdKnown: cm.cwdKnown, feeds: cm.feeds}
 	sub.display = strings.Join(sub.argSrc, " ")
 	return sub
 }

@@ -29,7 +29,7 @@ type scriptFile struct {
 
 // awkEffects scans an awk program (POSIX awk, gawk, mawk, busybox).
 //
-// It finds: system(...), pipes (print | "cmd", "cmd" | getline, gawk's
+// It finds: system(...), gawk's indirect calls (@f(...)), pipes (print | "cmd", "cmd" | getline, gawk's
 // |&), output redirections of print/printf (> and >> at the statement's
 // own bracket level), getline < file, and gawk's @load. String literals and
 // regular expression literals (told from division by the token before them,
@@ -169,6 +169,8 @@ func awkEffects(src string) scriptEffect {
 			eff.code = append(eff.code, "system() runs a shell command")
 		case t.kind == 'i' && t.text == "@load":
 			eff.code = append(eff.code, "@load loads a shared library")
+		case t.kind == 'i' && strings.HasPrefix(t.text, "@") && t.text != "@include" && t.text != "@namespace" && k+1 < len(toks) && toks[k+1].text == "(":
+			eff.code = append(eff.code, "an indirect call ("+t.text+"(...)) can call any function, system() included")
 		case t.kind == 'i' && (t.text == "print" || t.text == "printf"):
 			inPrint, printDepth = true, depth
 		case t.kind == 'i' && t.text == "getline":
