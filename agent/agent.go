@@ -602,7 +602,7 @@ func (r *runState) decide(tool string, req any) PolicyRecord {
 		var subject string
 		switch x := req.(type) {
 		case sandbox.ExecRequest:
-			res, kind, subject = r.pol.CheckCommand(x.Command, pc), hitl.KindExec, x.Command
+			res, kind, subject = r.pol.CheckExec(policy.Exec{Command: x.Command, Env: x.Env, Cwd: x.Cwd}, pc), hitl.KindExec, x.Command
 		case sandbox.WriteRequest:
 			res, kind, subject = r.pol.CheckPath(policy.OpWrite, x.Path, pc), hitl.KindPath, hitl.PathSubject("write", x.Path)
 		case sandbox.EditRequest:
@@ -615,7 +615,9 @@ func (r *runState) decide(tool string, req any) PolicyRecord {
 			res = r.pol.CheckPath(policy.OpGrep, orDot(x.Cwd), pc)
 		}
 		rec := PolicyRecord{Result: res}
-		if res.Decision == policy.DecisionAsk && kind != "" {
+		// A grant names a command, not its env: an ask the exec env caused
+		// is never lifted by one.
+		if res.Decision == policy.DecisionAsk && kind != "" && !policy.AsksForEnv(res) {
 			if r.granted[string(kind)+":"+subject] {
 				rec.Decision, rec.Grant = policy.DecisionAllow, "this-run"
 			} else if r.deps.Grants != nil {

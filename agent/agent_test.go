@@ -420,3 +420,34 @@ func TestUnconfinedSandboxInStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestExecEnvIsChecked: the exec request's env reaches the policy, and a
+// grant of the command does not lift an ask its env caused.
+func TestExecEnvIsChecked(t *testing.T) {
+	e := newEnv(t)
+	fake := llmfake.NewAnthropic(scripted.MustParse("env.yaml", `
+- tool_calls:
+    - {name: exec, input: {command: "echo hi", env: {NODE_OPTIONS: "--require=./x.js"}}}
+- tool_calls:
+    - {name: exec, input: {command: "echo hi", env: {NODE_OPTIONS: "--require=./y.js"}}}
+- text: done
+`))
+	t.Cleanup(fake.Close)
+	cfg := e.localAgent("envpol", llm.ProviderConfig{Provider: "anthropic", Model: "m", BaseURL: fake.URL, APIKey: "k"})
+	cfg.Policy.Commands.Allow = []string{"echo *"}
+	if err := agent.Register(e.reg, cfg, e.deps); err != nil {
+		t.Fatal(err)
+	}
+	e.startExecutor()
+	id, _, _ := e.cl.Start(context.Background(), "envpol", "go", client.StartOptions{Session: "env"})
+	e.waitFor(id, "approve-1-0") // `echo *` allows echo hi, but not with NODE_OPTIONS
+	e.decide(id, "approve-1-0", `{"approved":true,"allow_always":true}`)
+	e.waitFor(id, "approve-2-0") // the grant names the command, not its env
+	e.decide(id, "approve-2-0", `{"approved":false}`)
+	if s := e.result(id); s.Status != events.StatusCompleted {
+		t.Fatalf("status %s", s.Status)
+	}
+	if n := count(e.history(id), events.Suspended); n != 2 {
+		t.Fatalf("%d approvals asked, want 2", n)
+	}
+}

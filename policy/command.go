@@ -29,78 +29,60 @@ var dialects = []struct {
 	{"POSIX sh", &sync.Pool{New: func() any { return syntax.NewParser(syntax.Variant(syntax.LangPOSIX)) }}},
 }
 
-// CheckCommand decides a shell command. Every simple command in it (in
-// lists, pipelines, subshells, groups, compound commands, functions and
-// substitutions) is matched against the rules; the strictest decision wins.
-// See the package documentation and docs/policy.md for the hazards that are
-// at least ask.
+// CheckCommand decides a shell command with no environment of its own; it
+// is CheckExec(Exec{Command: cmd}, c).
 func (p *Policy) CheckCommand(cmd string, c Context) Result {
-	a := &analysis{p: p, c: &c, eff: p.effective(c.Env)}
-	a.root, a.confined = p.confinement(&c)
-	if !a.confined && !a.eff.open && c.Workspace != "" {
-		// docker and e2b: the container is the boundary for the file tools,
-		// but a policy that restricts commands must not let a redirection
-		// plant files (a module, a script on PATH) outside the workspace
-		// that allowed commands then load.
-		a.root, a.confined = filepath.Clean(c.Workspace), true
-	}
-	trimmed := strings.TrimSpace(cmd)
-	for i, raw := range c.Grants {
-		g := canonicalPattern(raw)
-		if g == "" {
-			continue
-		}
-		gp := compilePattern(g, fmt.Sprintf("grant[%d] %q", i, raw))
-		a.grants = append(a.grants, gp)
-		if !strings.Contains(raw, "*") && strings.TrimSpace(raw) == trimmed {
-			whole := gp
-			a.wholeGrant = &whole
-		}
-	}
-	a.command(cmd, 0)
-	if a.wholeGrant != nil {
-		kept := a.reasons[:0]
-		for _, r := range a.reasons {
-			if r.Decision == DecisionDeny || r.Rule == ruleParse {
-				kept = append(kept, r)
-			}
-		}
-		a.reasons = append(kept, Reason{Segment: trimmed, Rule: a.wholeGrant.rule, Why: "a person allowed this exact command always", Decision: DecisionAllow})
-	}
-	if len(a.reasons) == 0 {
-		a.reasons = append(a.reasons, Reason{Segment: trimmed, Rule: "empty", Why: "the command runs nothing", Decision: DecisionAllow})
-	}
-	return p.finish(a.reasons)
+	return p.CheckExec(Exec{Command: cmd}, c)
 }
 
 const ruleParse = "parse"
 
-// analysis is the state of one CheckCommand call.
+// RuleExecEnv is the rule of reasons about the exec request's env. A grant
+// of the command never lifts them: a person who allowed `node hello.js`
+// did not allow it with any NODE_OPTIONS.
+const RuleExecEnv = "hazard: exec env"
+
+// analysis is the state of one CheckExec call.
 type analysis struct {
-	p          *Policy
-	c          *Context
-	eff        effective
-	root       string // where redirections must stay (see CheckCommand)
-	confined   bool
-	grants     []pattern
-	wholeGrant *pattern // an exact grant equal to the whole command
-	reasons    []Reason
-	realRoot   string                 // physical confinement root, once known
-	redirects  map[string]pathVerdict // judged redirection targets, by cwd and target
+	p            *Policy
+	c            *Context
+	eff          effective
+	root         string // where writes (redirections, file-writing options) must stay
+	confined     bool
+	readRoot     string // where reads (path-like arguments) must stay: the file tools' confinement
+	readConfined bool
+	grants       []pattern
+	wholeGrant   *pattern // an exact grant equal to the whole command
+	reasons      []Reason
+	realRoot     string                 // physical confinement root, once known
+	judged       map[string]pathVerdict // judged paths, by kind, cwd and path
+	execEnv      []envEntry             // the exec request's loader variables, in name order
+	// baseCwd is where the command starts (the workspace, or Exec.Cwd).
+	baseCwd      string
+	baseCwdKnown bool
+	// cwd is the directory of the segment being evaluated (code in its
+	// strings runs there).
+	cwd      string
+	cwdKnown bool
 }
 
-// judgeRedirect judges a redirection target once per command (both shell
-// readings see the same redirections).
-func (a *analysis) judgeRedirect(target, cwd string) pathVerdict {
-	key := cwd + "\x00" + target
-	if v, ok := a.redirects[key]; ok {
+// judge resolves a path once per command and kind (both shell readings see
+// the same words).
+func (a *analysis) judge(target, cwd string, write bool) pathVerdict {
+	root, confined := a.readRoot, a.readConfined
+	kind := "r"
+	if write {
+		root, confined, kind = a.root, a.confined, "w"
+	}
+	key := kind + "\x00" + cwd + "\x00" + target
+	if v, ok := a.judged[key]; ok {
 		return v
 	}
-	v := a.p.judgePath(target, cwd, a.root, a.confined, a.c, &a.realRoot)
-	if a.redirects == nil {
-		a.redirects = make(map[string]pathVerdict)
+	v := a.p.judgePath(target, cwd, root, confined, a.c, &a.realRoot)
+	if a.judged == nil {
+		a.judged = make(map[string]pathVerdict)
 	}
-	a.redirects[key] = v
+	a.judged[key] = v
 	return v
 }
 
@@ -162,7 +144,10 @@ func (a *analysis) command(src string, depth int) outcome {
 			out.add(fail(fmt.Sprintf("cannot be parsed as %s: %v", d.name, err)))
 			continue
 		}
-		w := walker{a: a, src: src, depth: depth, cwd: a.c.Workspace, cwdKnown: true}
+		w := walker{a: a, src: src, depth: depth, cwd: a.baseCwd, cwdKnown: a.baseCwdKnown}
+		if depth > 0 { // code in a string runs where the command holding it runs
+			w.cwd, w.cwdKnown = a.cwd, a.cwdKnown
+		}
 		out.add(w.walk(file))
 	}
 	return out
@@ -177,6 +162,8 @@ type walker struct {
 	cwd      string // directory relative redirections resolve against
 	cwdKnown bool   // false after a cd to a place we cannot follow
 	out      outcome
+	// pipeFeeders are the statements on the left of a pipe.
+	pipeFeeders map[*syntax.Stmt]bool
 }
 
 // substFrame collects the segments inside one command or process
@@ -212,8 +199,24 @@ func (w *walker) walk(file *syntax.File) outcome {
 			w.redirects(x)
 		case *syntax.CmdSubst, *syntax.ProcSubst:
 			w.frames = append(w.frames, &substFrame{node: x, explicit: true})
+		case *syntax.BinaryCmd:
+			if x.Op == syntax.Pipe || x.Op == syntax.PipeAll {
+				if w.pipeFeeders == nil {
+					w.pipeFeeders = make(map[*syntax.Stmt]bool)
+				}
+				w.pipeFeeders[x.X] = true
+			}
 		case *syntax.CallExpr:
-			w.segment(w.callCommand(x))
+			cm := w.callCommand(x)
+			for _, n := range stack {
+				switch y := n.(type) {
+				case *syntax.CmdSubst, *syntax.ProcSubst:
+					cm.feeds = true
+				case *syntax.Stmt:
+					cm.feeds = cm.feeds || w.pipeFeeders[y]
+				}
+			}
+			w.segment(cm)
 		case *syntax.DeclClause:
 			w.segment(w.declCommand(x))
 		case *syntax.TestClause:
@@ -229,6 +232,8 @@ func (w *walker) walk(file *syntax.File) outcome {
 			}
 		case *syntax.ArithmExp:
 			w.arithmetic(x, x.X)
+		case *syntax.ForClause:
+			w.forWords(x)
 		case *syntax.CStyleLoop:
 			for _, e := range []syntax.ArithmExpr{x.Init, x.Cond, x.Post} {
 				w.arithmetic(x, e)
@@ -276,6 +281,8 @@ func (w *walker) hazard(seg, rule, why string) {
 // segment evaluates one simple command and feeds the enclosing
 // substitutions.
 func (w *walker) segment(cm command) {
+	cm.cwd, cm.cwdKnown = w.cwd, w.cwdKnown
+	w.a.cwd, w.a.cwdKnown = w.cwd, w.cwdKnown
 	o := w.a.evaluate(cm, w.depth)
 	w.out.add(o)
 	for _, f := range w.frames {
@@ -293,10 +300,28 @@ type command struct {
 	argSrc  []string // source text of each arg
 	assigns []word   // assignments of an assignment-only command
 	raw     bool     // a [[ ]], (( )) or let: matched by its source text
+	// envExec marks the env entries that come from the exec request's env
+	// rather than from assignments written before the command.
+	envExec []bool
+	// feeds: its output becomes another command's input or words (a
+	// substitution, or the left of a pipe), so even echo's words may be
+	// paths another command opens.
+	feeds bool
+	// cwd is the directory the command runs in (relative paths resolve
+	// against it); cwdKnown is false after a cd the policy cannot follow.
+	cwd      string
+	cwdKnown bool
 }
 
 func (w *walker) callCommand(x *syntax.CallExpr) command {
 	cm := command{display: w.text(x)}
+	if w.depth == 0 && len(x.Args) > 0 {
+		for _, e := range w.a.execEnv {
+			cm.env = append(cm.env, e.word)
+			cm.envName = append(cm.envName, e.name)
+			cm.envExec = append(cm.envExec, true)
+		}
+	}
 	for _, as := range x.Assigns {
 		val := assignWord(as)
 		name := ""
@@ -309,6 +334,7 @@ func (w *walker) callCommand(x *syntax.CallExpr) command {
 		if name != "" && isLoaderEnv(name) {
 			cm.env = append(cm.env, val)
 			cm.envName = append(cm.envName, name)
+			cm.envExec = append(cm.envExec, false)
 		}
 	}
 	for _, arg := range x.Args {
@@ -415,39 +441,50 @@ func isFdPath(s string) bool {
 	return ok && n != "" && strings.Trim(n, "0123456789") == ""
 }
 
-// redirects checks the files a statement's redirections write to: outside
-// the workspace (or to a name known only at run time) is at least ask.
+// redirects checks the files a statement's redirections write (like the
+// write tool: outside the workspace asks, inside follows file_approval) and
+// read (like the read tool).
 func (w *walker) redirects(st *syntax.Stmt) {
-	if !w.a.confined {
-		return
-	}
 	for _, r := range st.Redirs {
-		if !writeRedirs[r.Op] || r.Word == nil {
+		if r.Word == nil {
 			continue
 		}
 		seg := w.text(r)
 		target := renderWord(r.Word)
 		s, lit := target.text()
-		if r.Op == syntax.DplOut && lit && (s == "-" || strings.Trim(s, "0123456789") == "") {
-			continue // >&2: duplicates a descriptor
-		}
+		var rs []Reason
 		switch {
-		case !lit:
-			w.pathAsk(seg, "the redirection writes to a file named only at run time")
-		case harmlessTargets[s] || isFdPath(s):
-		case !filepath.IsAbs(s) && !w.cwdKnown:
-			w.pathAsk(seg, "the redirection writes relative to a directory an earlier cd made unknown")
-		default:
-			v := w.a.judgeRedirect(s, w.cwd)
-			switch {
-			case v.denied != nil:
-				w.a.reason(seg, v.denied.rule, "the redirection writes to a path a deny rule names", DecisionDeny)
-				w.out.add(outcome{decision: DecisionDeny})
-			case v.asked != nil:
-				w.pathAsk(seg, "the redirection writes to a path an ask rule names ("+v.asked.rule+")")
-			case !v.loc.inside && v.allowed == nil:
-				w.pathAsk(seg, "the redirection writes outside the workspace: "+v.loc.why)
+		case writeRedirs[r.Op]:
+			if r.Op == syntax.DplOut && lit && (s == "-" || strings.Trim(s, "0123456789") == "") {
+				continue // >&2: duplicates a descriptor
 			}
+			rs = w.a.writePath(seg, target, w.text(r.Word), w.cwd, w.cwdKnown, "the redirection")
+			if r.Op == syntax.RdrInOut {
+				rs = append(rs, w.a.readPath(seg, target, w.text(r.Word), w.cwd, w.cwdKnown, "the redirection")...)
+			}
+		case r.Op == syntax.RdrIn:
+			rs = w.a.readPath(seg, target, w.text(r.Word), w.cwd, w.cwdKnown, "the redirection")
+		default:
+			continue // here-documents, here-strings, <&N
+		}
+		for _, x := range rs {
+			w.a.reasons = append(w.a.reasons, x)
+			w.out.add(outcome{decision: x.Decision})
+		}
+	}
+}
+
+// forWords checks the words of `for NAME in WORDS` as paths: their values
+// reach the loop's commands through the variable.
+func (w *walker) forWords(x *syntax.ForClause) {
+	wi, ok := x.Loop.(*syntax.WordIter)
+	if !ok {
+		return
+	}
+	for _, item := range wi.Items {
+		for _, r := range w.a.readPath(w.text(item), renderWord(item), w.text(item), w.cwd, w.cwdKnown, "the loop word") {
+			w.a.reasons = append(w.a.reasons, r)
+			w.out.add(outcome{decision: r.Decision})
 		}
 	}
 }

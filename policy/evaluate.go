@@ -2,6 +2,7 @@ package policy
 
 import (
 	"path"
+	"regexp"
 	"strings"
 )
 
@@ -13,6 +14,10 @@ type hazard struct {
 	// word) to allow the hazard explicitly, e.g. ["-e"] for node -e; nil means
 	// no rule can, only a grant of the whole command.
 	triggers []string
+	// exact: only an allow rule or grant without `*` that matches the
+	// command lifts it (a stdin-reading interpreter with no script: the rule
+	// must name that very form, `node` or `sh -x`, not `node *`).
+	exact bool
 }
 
 // maxVanishSingles bounds the texts tried one vanished word at a time.
@@ -175,13 +180,24 @@ func (a *analysis) evaluate(cm command, depth int) outcome {
 
 	// Hazards.
 	inner := newOutcome()
-	hz := a.hazards(cm, prog, progLit, base, depth, &inner)
+	info := newArgInfo(len(cm.args))
+	hz := a.hazards(cm, prog, progLit, base, depth, &inner, info)
 	for _, h := range hz {
 		if a.eff.open {
 			break
 		}
 		covered := false
-		if h.triggers != nil {
+		switch {
+		case h.exact:
+			for _, p := range grantBy {
+				covered = covered || p.exact
+			}
+			if !askHit {
+				for _, p := range allowBy {
+					covered = covered || p.exact
+				}
+			}
+		case h.triggers != nil:
 			for _, p := range grantBy {
 				covered = covered || p.names(h.triggers)
 			}
@@ -195,6 +211,9 @@ func (a *analysis) evaluate(cm command, depth int) outcome {
 			add(DecisionAsk, h.rule, h.why)
 		}
 	}
+
+	// Files it reads and writes: path-like arguments, and what its model found.
+	rs = append(rs, a.fileReasons(cm, base, info)...)
 
 	// The network capability.
 	if progLit && a.eff.network != nil && a.eff.network.decision != DecisionAllow && !(a.c.Env.normalize() == EnvDocker && dockerOffline(a.c.Network)) {
@@ -248,40 +267,53 @@ func (a *analysis) restrictive(seg string, texts [][]rune, what string) (rs []Re
 	return rs, denyHit, askHit
 }
 
-// hazards lists what in the command can hide what runs, and evaluates the
-// commands it runs in turn (adding them to inner).
-func (a *analysis) hazards(cm command, prog string, progLit bool, base string, depth int, inner *outcome) []hazard {
+// hazards lists what in the command can hide what runs, evaluates the
+// commands it runs in turn (adding them to inner), and records in info the
+// files its model says it reads and writes.
+func (a *analysis) hazards(cm command, prog string, progLit bool, base string, depth int, inner *outcome, info *argInfo) []hazard {
 	var hz []hazard
-	for _, name := range cm.envName {
-		hz = append(hz, hazard{"hazard: loader variable", name + " changes how programs are found or loaded", []string{name + "="}})
+	for k, name := range cm.envName {
+		if k < len(cm.envExec) && cm.envExec[k] {
+			hz = append(hz, hazard{RuleExecEnv, "the exec request's env sets " + name + ", which changes how programs are found or loaded", []string{name + "="}, false})
+			continue
+		}
+		hz = append(hz, hazard{"hazard: loader variable", name + " changes how programs are found or loaded", []string{name + "="}, false})
 	}
 	if len(cm.args) == 0 || cm.raw {
+		info.noPaths = true
 		return hz
 	}
 	if !progLit {
-		return append(hz, hazard{"hazard: computed program", "the program name is only known at run time", nil})
+		return append(hz, hazard{"hazard: computed program", "the program name is only known at run time", nil, false})
 	}
 	args := cm.args[1:]
 	argv := make([]string, len(args)) // literal values, "" for unknown words
 	for i, w := range args {
 		argv[i], _ = w.text()
 	}
+	if noFileArgs[base] && !cm.feeds {
+		info.noPaths = true
+	}
 
 	// Builtins that set variables by name.
 	if varSetters[base] {
 		hz = append(hz, setterHazards(base, args, argv)...)
+		info.noPaths = true
 	}
 	// Builtins that run code.
 	if why, ok := codeBuiltins[base]; ok {
-		hz = append(hz, hazard{"hazard: " + base, why, []string{base}})
+		hz = append(hz, hazard{"hazard: " + base, why, []string{base}, false})
 		switch base {
 		case "eval":
+			info.exemptFrom(1)
 			inner.add(a.code(cm, 1, len(cm.args), depth))
 		case "trap":
+			info.exemptFrom(1)
 			if ops := operands(argv, nil); len(ops) >= 2 {
 				inner.add(a.code(cm, ops[0]+1, ops[0]+2, depth))
 			}
 		case "alias":
+			info.exemptFrom(1)
 			for i, s := range argv {
 				if _, v, ok := strings.Cut(s, "="); ok && args[i].literal {
 					inner.add(a.nested(v, depth))
@@ -290,28 +322,54 @@ func (a *analysis) hazards(cm command, prog string, progLit bool, base string, d
 		}
 	}
 	// Interpreters given code.
-	if in, name, ok := interpreterFor(base); ok {
-		hz = append(hz, a.interpreterHazards(cm, in, name, argv, depth, inner)...)
-	}
-	if base == "git" {
-		if t, ok := gitCodeTrigger(argv); ok {
-			hz = append(hz, hazard{"hazard: git runs code", "git " + t + " makes git run a command given as configuration or an argument", []string{t}})
-		}
+	if spec, ok := specInterpreters[interpreterName(base)]; ok {
+		hz = append(hz, a.specInterpreterHazards(cm, spec, interpreterName(base), depth, inner, info)...)
+	} else if in, name, ok := interpreterFor(base); ok {
+		hz = append(hz, a.interpreterHazards(cm, in, name, argv, depth, inner, info)...)
 	}
 	if base == "deno" && len(argv) > 0 && argv[0] == "eval" {
-		hz = append(hz, hazard{"hazard: code string", "deno eval runs code given as a string", []string{"eval"}})
+		hz = append(hz, hazard{"hazard: code string", "deno eval runs code given as a string", []string{"eval"}, false})
+	}
+	// Programs that run code or write files through their options.
+	switch {
+	case base == "git":
+		hz = append(hz, a.gitModel(cm, info)...)
+	case base == "sed" || base == "gsed":
+		hz = append(hz, a.sedModel(cm, info)...)
+	case awkNames[base]:
+		hz = append(hz, a.awkModel(cm, base, info)...)
+	case base == "tar" || base == "gtar" || base == "bsdtar":
+		hz = append(hz, a.tarModel(cm, info)...)
+	case base == "find" || base == "gfind":
+		hz = append(hz, a.findModel(cm, depth, inner, info)...)
 	}
 	// Wrappers run the rest of their arguments as a command.
 	if wr, ok := wrappers[base]; ok {
 		if base == "exec" && len(argv) > 0 {
-			hz = append(hz, hazard{"hazard: exec", "exec replaces the shell with another program", []string{"exec"}})
+			hz = append(hz, hazard{"hazard: exec", "exec replaces the shell with another program", []string{"exec"}, false})
 		}
-		hz = append(hz, a.unwrap(cm, base, wr, argv, depth, inner)...)
-	}
-	if base == "find" {
-		a.findExec(cm, argv, depth, inner)
+		hz = append(hz, a.unwrap(cm, base, wr, depth, inner, info)...)
 	}
 	return hz
+}
+
+// awkNames are the awk implementations modelled by awkModel.
+var awkNames = setOf("awk", "gawk", "mawk", "nawk", "original-awk", "busybox-awk")
+
+// noFileArgs are programs whose arguments are never opened as files, so
+// they are not checked as paths (echo /etc/passwd reads nothing) unless
+// their output feeds another command: cat "$(echo /etc/shadow)" and
+// echo /etc/shadow | xargs cat are checked.
+var noFileArgs = setOf("echo", "printf", "true", "false", ":", "yes", "seq", "sleep", "expr",
+	"basename", "dirname", "test", "[", "exit", "return", "shift", "set", "unset", "wait", "kill",
+	"jobs", "fg", "bg", "umask", "type", "which", "hash", "getopts", "break", "continue")
+
+// interpreterName folds versioned interpreter names (python3.12, nodejs).
+func interpreterName(base string) string {
+	if _, name, ok := interpreterFor(base); ok {
+		return name
+	}
+	return base
 }
 
 // setterHazards flags loader variables set through export, declare, read,
@@ -324,7 +382,7 @@ func setterHazards(base string, args []word, argv []string) []hazard {
 		}
 		if !args[i].literal {
 			if base != "printf" && base != "let" {
-				hz = append(hz, hazard{"hazard: computed variable", base + " sets a variable named only at run time", nil})
+				hz = append(hz, hazard{"hazard: computed variable", base + " sets a variable named only at run time", nil, false})
 			}
 			continue
 		}
@@ -340,7 +398,7 @@ func setterHazards(base string, args []word, argv []string) []hazard {
 			if name != s {
 				trigger = name + "="
 			}
-			hz = append(hz, hazard{"hazard: loader variable", base + " sets " + name + ", which changes how programs are found or loaded", []string{trigger}})
+			hz = append(hz, hazard{"hazard: loader variable", base + " sets " + name + ", which changes how programs are found or loaded", []string{trigger}, false})
 		}
 	}
 	return hz
@@ -390,19 +448,28 @@ func (a *analysis) code(cm command, from, to, depth int) outcome {
 }
 
 // nested analyses code found in a string; its segments are reported like any
-// other.
+// other. It runs in the directory of the command that holds it.
 func (a *analysis) nested(src string, depth int) outcome {
 	return a.command(src, depth+1)
 }
 
+// nestedIn analyses code that runs in another directory (env -C DIR -S ...).
+func (a *analysis) nestedIn(src string, depth int, cwd string, cwdKnown bool) outcome {
+	saved, savedKnown := a.cwd, a.cwdKnown
+	a.cwd, a.cwdKnown = cwd, cwdKnown
+	defer func() { a.cwd, a.cwdKnown = saved, savedKnown }()
+	return a.command(src, depth+1)
+}
+
 // interpreterHazards finds code given to an interpreter as a string (-c,
-// -e, --eval) or on standard input.
-func (a *analysis) interpreterHazards(cm command, in interpreter, name string, argv []string, depth int, inner *outcome) []hazard {
+// -e, --eval) or on standard input, for the interpreters without a full
+// option spec (perl, ruby, php, lua, zsh, fish, ...).
+func (a *analysis) interpreterHazards(cm command, in interpreter, name string, argv []string, depth int, inner *outcome, info *argInfo) []hazard {
 	for i := 0; i < len(argv); i++ {
 		s := argv[i]
 		if !cm.args[i+1].literal {
 			if cm.args[i+1].procSubst {
-				return a.stdinHazard(in, name, []string{cm.argSrc[i+1]})
+				return a.stdinHazard(in, name, []string{cm.argSrc[i+1]}, false)
 			}
 			return nil // a script named at run time: like any script operand
 		}
@@ -411,22 +478,31 @@ func (a *analysis) interpreterHazards(cm command, in interpreter, name string, a
 			if i+1 < len(argv) {
 				return nil
 			}
-			return a.stdinHazard(in, name, []string{name})
+			return a.stdinHazard(in, name, nil, true)
 		case s == "-":
-			return a.stdinHazard(in, name, []string{"-"})
+			return a.stdinHazard(in, name, []string{"-"}, false)
 		case strings.HasPrefix(s, "-") || (in.shell && strings.HasPrefix(s, "+")):
+			info.exempt[i+1] = true
 			opt, _, hasValue := strings.Cut(s, "=")
 			for _, l := range in.codeLong {
 				if strings.EqualFold(opt, l) {
-					return []hazard{{"hazard: code string", name + " " + opt + " runs code given as a string", []string{s}}}
+					info.exemptFrom(i + 1)
+					return []hazard{{"hazard: code string", name + " " + opt + " runs code given as a string", []string{s}, false}}
 				}
 			}
 			if containsWord(in.stopOpts, s) {
 				return nil
 			}
+			if name == "perl" && len(s) > 2 && (s[1] == 'M' || s[1] == 'm') && !perlModuleArg.MatchString(s[2:]) {
+				info.exemptFrom(i + 1)
+				return []hazard{{"hazard: code string", "perl " + s[:2] + " with " + s[2:] + " runs code given as a string (perl turns it into `use " + s[2:] + "`)", []string{s}, false}}
+			}
 			if containsWord(in.argOpts, opt) {
 				if !hasValue {
 					i++
+					if i < len(argv) {
+						info.exempt[i+1] = true
+					}
 				}
 				continue
 			}
@@ -434,119 +510,226 @@ func (a *analysis) interpreterHazards(cm command, in interpreter, name string, a
 				continue
 			}
 			if strings.ContainsAny(s[1:], in.codeLetters) {
+				info.exemptFrom(i + 1)
 				if in.shell && i+1 < len(argv) {
 					inner.add(a.code(cm, i+2, i+3, depth))
 				}
-				return []hazard{{"hazard: code string", name + " " + s + " runs code given as a string", []string{s}}}
+				return []hazard{{"hazard: code string", name + " " + s + " runs code given as a string", []string{s}, false}}
 			}
 			if in.shell && strings.Contains(s[1:], "s") {
-				return a.stdinHazard(in, name, []string{s})
+				return a.stdinHazard(in, name, []string{s}, false)
 			}
 		case stdinPaths[s] || strings.HasPrefix(s, "/dev/fd/") || strings.HasPrefix(s, "/proc/self/fd/"):
-			return a.stdinHazard(in, name, []string{s})
+			return a.stdinHazard(in, name, []string{s}, false)
 		default:
 			return nil // a script file: like running any program
 		}
 	}
-	return a.stdinHazard(in, name, []string{name})
+	return a.stdinHazard(in, name, nil, true)
 }
+
+// perlModuleArg is what perl -M/-m may be followed by without running code
+// of the command's own: a module name, optionally =import,list.
+var perlModuleArg = regexp.MustCompile(`^-?[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z0-9_]+)*(=[A-Za-z0-9_,:]*)?$`)
 
 // stdinPaths name standard input as a file: a script read from there is code
 // given on the command line (a here-string, a pipe).
 var stdinPaths = setOf("/dev/stdin", "/proc/self/fd/0")
 
-func (a *analysis) stdinHazard(in interpreter, name string, triggers []string) []hazard {
+// stdinHazard: the interpreter reads the code it runs from standard input.
+// With exact, no script was given at all, and only an allow rule or grant
+// without `*` lifts it (`node` or `sh -x` name that form; `node *` does
+// not); otherwise the triggers (`-`, `/dev/stdin`, `-s`) must be named.
+func (a *analysis) stdinHazard(in interpreter, name string, triggers []string, exact bool) []hazard {
 	if !in.stdin {
 		return nil
 	}
-	return []hazard{{"hazard: code on stdin", name + " without a script reads the code to run from standard input", triggers}}
+	why := name + " without a script reads the code to run from standard input"
+	if exact {
+		why += "; only an allow rule without * for this exact command lifts it"
+	} else if len(triggers) > 0 {
+		why = name + " " + triggers[0] + " reads the code to run from standard input"
+	}
+	return []hazard{{"hazard: code on stdin", why, triggers, exact}}
 }
 
 // unwrap evaluates the command a wrapper runs (timeout 5 CMD...). The
-// wrapper itself must be allowed too; as a backstop against option parsing
+// wrapper itself must be allowed too. Its options are parsed completely; an
+// option it does not know asks. As a backstop against option parsing
 // going wrong, every later word is also tried as the start of a command
 // against the deny and ask rules.
-func (a *analysis) unwrap(cm command, base string, wr wrapper, argv []string, depth int, inner *outcome) []hazard {
+func (a *analysis) unwrap(cm command, base string, wr wrapper, depth int, inner *outcome, info *argInfo) []hazard {
 	var hz []hazard
 	args := cm.args[1:]
-	start := -1
-	skip := wr.skip
-	for i := 0; i < len(argv); i++ {
-		s := argv[i]
-		if !args[i].literal {
-			start = i
-			break
+	info.exemptFrom(1) // the wrapped command's words are checked by its own evaluation
+	ps := wr.spec.parse(args)
+	if len(ps.unknown) > 0 {
+		for _, u := range ps.unknown {
+			hz = append(hz, hazard{"hazard: unknown option", base + " " + u + " is an option the policy does not know, so it cannot tell which word is the command", nil, false})
 		}
-		if s == "--" {
-			start = i + 1
-			break
-		}
-		if strings.HasPrefix(s, "-") && len(s) > 1 {
-			opt, _, hasValue := strings.Cut(s, "=")
-			if !hasValue && len(opt) > 2 && opt[1] != '-' && containsWord(wr.codeOpts, opt[:2]) {
-				// -S'code', -c'code': the code is attached to the option
-				hz = append(hz, hazard{"hazard: code string", base + " " + opt[:2] + " runs code given as a string", []string{s}})
-				inner.add(a.nested(opt[2:], depth))
-				return hz
-			}
-			if containsWord(wr.codeOpts, opt) {
-				hz = append(hz, hazard{"hazard: code string", base + " " + opt + " runs code given as a string", []string{s}})
-				if hasValue {
-					_, v, _ := strings.Cut(s, "=")
-					inner.add(a.nested(v, depth))
-				} else if i+1 < len(argv) {
-					inner.add(a.code(cm, i+2, i+3, depth))
-				}
-				return hz
-			}
-			if !hasValue && containsWord(wr.argOpts, opt) {
-				i++
-			}
-			continue
-		}
-		if wr.setsEnv {
-			if name, ok := assignmentName(s); ok {
-				if isLoaderEnv(name) {
-					hz = append(hz, hazard{"hazard: loader variable", base + " sets " + name + ", which changes how programs are found or loaded", []string{name + "="}})
-				}
-				continue
-			}
-		}
-		if skip > 0 {
-			skip--
-			continue
-		}
-		start = i
-		break
-	}
-	if shellCodeOperands[base] {
-		hz = append(hz, hazard{"hazard: code string", base + " runs its arguments as shell code", []string{base}})
-		if start >= 0 {
-			inner.add(a.code(cm, start+1, len(cm.args), depth))
-		}
+		a.restrictiveSuffixes(cm, 1)
 		return hz
 	}
-	if start < 0 || start >= len(args) {
+	wordAt := func(i int) string { s, _ := args[i].text(); return s }
+	noCmd, shell, edit := false, false, false
+	sub := command{cwd: cm.cwd, cwdKnown: cm.cwdKnown}
+	var code *parsedOpt
+	for k := range ps.opts {
+		o := &ps.opts[k]
+		switch o.def.role {
+		case roleCode:
+			if code == nil {
+				code = o
+			}
+		case roleWrite, roleRead:
+			info.useValue(cm, *o, o.def.role == roleWrite, base+" "+o.written)
+		case roleChdir:
+			info.useValue(cm, *o, false, base+" "+o.written+" (runs the command in this directory)")
+			if o.valueLit && sub.cwdKnown {
+				sub.cwd = joinCwd(sub.cwd, o.value)
+			} else {
+				sub.cwdKnown = false
+			}
+		case roleLoader:
+			hz = append(hz, hazard{"hazard: loader variable", base + " " + o.written + " changes where the command is looked up", []string{wordAt(o.index)}, false})
+		case roleNoCommand:
+			noCmd = true
+		case roleShell:
+			shell = true
+		case roleEdit:
+			edit = true
+		}
+	}
+	if code != nil {
+		hz = append(hz, hazard{"hazard: code string", base + " " + code.written + " runs code given as a string", []string{wordAt(code.index)}, false})
+		if !code.valueLit || !code.hasValue {
+			inner.add(outcome{decision: DecisionAsk})
+		} else {
+			src := code.value
+			if base == "env" { // env -S 'a b' c d runs a b c d
+				for i := ps.operand; i < len(args); i++ {
+					s, ok := args[i].text()
+					if !ok {
+						inner.add(outcome{decision: DecisionAsk})
+						break
+					}
+					src += " " + s
+				}
+			}
+			inner.add(a.nestedIn(src, depth, sub.cwd, sub.cwdKnown))
+		}
+		a.restrictiveSuffixes(cm, 1)
+		return hz
+	}
+	i := ps.operand
+	if wr.setsEnv {
+		for ; i < len(args); i++ {
+			s, ok := args[i].text()
+			if !ok {
+				break
+			}
+			name, isAssign := assignmentName(s)
+			if !isAssign {
+				break
+			}
+			if isLoaderEnv(name) {
+				hz = append(hz, hazard{"hazard: loader variable", base + " sets " + name + ", which changes how programs are found or loaded", []string{name + "="}, false})
+			}
+		}
+	}
+	for k := 0; k < wr.skip && i < len(args); k++ {
+		if wr.skipRole == roleWrite || wr.skipRole == roleRead {
+			info.use(cm, i+1, wr.skipRole == roleWrite, base+" operand")
+		}
+		if base == "chroot" {
+			sub.cwdKnown = false
+		}
+		i++
+	}
+	if len(wr.postCode) > 0 && i < len(args) && containsWord(wr.postCode, wordAt(i)) {
+		hz = append(hz, hazard{"hazard: code string", base + " " + wordAt(i) + " runs code given as a string", []string{wordAt(i)}, false})
+		if i+1 < len(args) {
+			inner.add(a.code(cm, i+2, i+3, depth))
+		}
+		a.restrictiveSuffixes(cm, 1)
+		return hz
+	}
+	stdinShell := func(why string) []hazard {
+		return append(hz, hazard{"hazard: code on stdin", why, nil, true})
+	}
+	switch {
+	case noCmd:
+		return hz // its operands are process ids or names: nothing runs
+	case wr.fileOperand:
+		if i < len(args) {
+			info.use(cm, i+1, true, base+" (writes the session to this file)")
+		}
+		return stdinShell(base + " without -c starts a shell that reads the commands to run from standard input")
+	case shell:
+		if i >= len(args) {
+			return stdinShell(base + " with a shell option and no command starts a shell that reads standard input")
+		}
+		hz = append(hz, hazard{"hazard: code string", base + " runs the command through a shell, which reads it as shell code", []string{base}, false})
+		inner.add(a.code(cm, i+1, len(cm.args), depth))
+		a.restrictiveSuffixes(cm, 1)
+		return hz
+	case edit:
+		for k := i; k < len(args); k++ {
+			info.use(cm, k+1, true, base+" -e (edits this file)")
+		}
+		return append(hz, hazard{"hazard: code string", base + " -e runs an editor, which can run commands", nil, false})
+	case wr.shellCode && !(base == "watch" && watchExec(ps)):
+		hz = append(hz, hazard{"hazard: code string", base + " runs its arguments as shell code", []string{base}, false})
+		if i < len(args) {
+			inner.add(a.code(cm, i+1, len(cm.args), depth))
+		}
+		return hz
+	case wr.shellArgs:
+		if i >= len(args) {
+			return stdinShell(base + " with no command starts a shell that reads standard input")
+		}
+		shellSub := command{args: append([]word{literalWord("sh")}, args[i:]...), argSrc: append([]string{"sh"}, cm.argSrc[i+1:]...), cwd: sub.cwd, cwdKnown: sub.cwdKnown}
+		shellSub.display = strings.Join(shellSub.argSrc, " ")
+		inner.add(a.evaluate(shellSub, depth))
+		a.restrictiveSuffixes(cm, 1)
+		return hz
+	}
+	if i >= len(args) {
+		if wr.stdinShell {
+			return stdinShell(base + " with no command starts a shell that reads standard input")
+		}
 		if wr.defaultTo == "" {
 			return hz
 		}
-		sub := command{display: wr.defaultTo, args: []word{literalWord(wr.defaultTo), {toks: []rune{wildcard}}}, argSrc: []string{wr.defaultTo, ""}}
-		inner.add(a.evaluate(sub, depth))
+		def := command{display: wr.defaultTo, args: []word{literalWord(wr.defaultTo), {toks: []rune{wildcard}}}, argSrc: []string{wr.defaultTo, ""}, cwd: sub.cwd, cwdKnown: sub.cwdKnown}
+		inner.add(a.evaluate(def, depth))
 		return hz
 	}
-	sub := a.subcommand(cm, start+1, len(cm.args))
+	run := a.subcommand(cm, i+1, len(cm.args))
+	run.cwd, run.cwdKnown = sub.cwd, sub.cwdKnown
 	if wr.moreInput {
-		sub.args = append(sub.args, word{toks: []rune{wildcard}})
-		sub.argSrc = append(sub.argSrc, "")
+		run.args = append(run.args, word{toks: []rune{wildcard}})
+		run.argSrc = append(run.argSrc, "")
 	}
-	inner.add(a.evaluate(sub, depth))
+	inner.add(a.evaluate(run, depth))
 	a.restrictiveSuffixes(cm, 1)
 	return hz
 }
 
+// watchExec reports whether watch was given -x (--exec): it then runs its
+// operands as a command, not as shell code.
+func watchExec(ps optParse) bool {
+	for _, o := range ps.opts {
+		if o.def.short == 'x' {
+			return true
+		}
+	}
+	return false
+}
+
 // subcommand is cm.args[from:to] as a command of its own.
 func (a *analysis) subcommand(cm command, from, to int) command {
-	sub := command{args: append([]word(nil), cm.args[from:to]...), argSrc: cm.argSrc[from:to]}
+	sub := command{args: append([]word(nil), cm.args[from:to]...), argSrc: cm.argSrc[from:to], cwd: cm.cwd, cwdKnown: cm.cwdKnown, feeds: cm.feeds}
 	sub.display = strings.Join(sub.argSrc, " ")
 	return sub
 }
@@ -567,32 +750,6 @@ func (a *analysis) restrictiveSuffixes(cm command, from int) {
 		sub.args[0] = literalWord(head)
 		rs, _, _ := a.restrictive(sub.display, variants(sub.args), "a wrapped command ")
 		a.reasons = append(a.reasons, rs...)
-	}
-}
-
-// findExec evaluates the commands find runs with -exec, -execdir, -ok and
-// -okdir; {} (the file found) is unknown.
-func (a *analysis) findExec(cm command, argv []string, depth int, inner *outcome) {
-	for i := 0; i < len(argv); i++ {
-		if !findExecActions[argv[i]] {
-			continue
-		}
-		from := i + 1
-		to := from
-		for to < len(argv) && argv[to] != ";" && argv[to] != "+" {
-			to++
-		}
-		if from >= to {
-			continue
-		}
-		sub := a.subcommand(cm, from+1, to+1)
-		for k, w := range sub.args {
-			if s, ok := w.text(); ok && strings.Contains(s, "{}") {
-				sub.args[k] = word{toks: collapseWild([]rune(strings.ReplaceAll(s, "{}", "\x00")))}
-			}
-		}
-		inner.add(a.evaluate(sub, depth))
-		i = to
 	}
 }
 

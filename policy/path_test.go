@@ -182,7 +182,9 @@ func TestCheckPathRulesAndDefaults(t *testing.T) {
 
 func TestRedirectionThroughSymlink(t *testing.T) {
 	f := newFixture(t)
-	p, _ := New(seedPolicies["allowlist"])
+	cfg := seedPolicies["allowlist"]
+	cfg.FileApproval = FileApprovalNone // writes inside run, to see the path rules alone
+	p, _ := New(cfg)
 	ctx := Context{Env: EnvLocal, Workspace: f.ws}
 	for cmd, want := range map[string]Decision{
 		"echo x > sub/out.txt":         A,
@@ -208,7 +210,7 @@ func TestResolvePhysicalExplains(t *testing.T) {
 
 func TestRedirectionAfterCd(t *testing.T) {
 	f := newFixture(t)
-	p, _ := New(Config{Commands: CommandRules{Allow: []string{"cd *", "echo *"}}})
+	p, _ := New(Config{Commands: CommandRules{Allow: []string{"cd *", "echo *"}}, FileApproval: FileApprovalNone})
 	ctx := Context{Env: EnvLocal, Workspace: f.ws}
 	for cmd, want := range map[string]Decision{
 		"cd sub && echo x > ../ok.txt":        A, // ws/ok.txt

@@ -26,10 +26,10 @@ import (
 	"github.com/polos-run/polos/internal/perr"
 )
 
-// semanticsVersion is part of the digest: a change to how rules are read
+// semanticsVersion is part of the digest (2: issue 14, ADR 0102): a change to how rules are read
 // must change the digest of every policy, so that a recorded digest always
 // names one behaviour.
-const semanticsVersion = "polos-policy/1"
+const semanticsVersion = "polos-policy/2"
 
 // Policy is a validated, compiled policy. Build it with New, Parse or Load.
 type Policy struct {

@@ -14,33 +14,66 @@ import (
 // loaderEnvNames are variables that change which program runs, what it
 // loads, or which configuration (and so which helper commands) it reads.
 var loaderEnvNames = setOf(
-	"PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
-	"CDPATH", "GLOBIGNORE", "HOME", "ZDOTDIR", "XDG_CONFIG_HOME", "INPUTRC",
-	"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONINSPECT",
-	"NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERLLIB", "PERL5OPT", "RUBYLIB", "RUBYOPT",
-	"GEM_HOME", "GEM_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
-	"GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG", "GIT_CONFIG_GLOBAL",
-	"GIT_CONFIG_SYSTEM", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_PAGER", "GIT_EDITOR",
-	"GIT_ASKPASS", "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR", "SSH_ASKPASS",
-	"EDITOR", "VISUAL", "PAGER", "MANPAGER", "BROWSER", "LESSOPEN", "LESSCLOSE", "TAR_OPTIONS",
-	"GCONV_PATH", "HOSTALIASES", "LOCPATH", "NLSPATH", "RESOLV_HOST_CONF", "MAKEFLAGS", "MAKEFILES",
-	"PKG_CONFIG_PATH", "CURL_HOME", "WGETRC", "NPM_CONFIG_USERCONFIG", "GOFLAGS", "CARGO_HOME", "RUSTC_WRAPPER", "CC", "CXX",
+	"PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS0", "PS1", "PS2", "PS3", "PS4",
+	"PROMPT_COMMAND", "CDPATH", "GLOBIGNORE", "HOME", "ZDOTDIR", "INPUTRC", "HISTFILE", "SHELL",
+	"POSIXLY_CORRECT", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONWARNINGS", "PYTHONBREAKPOINT",
+	"NODE_OPTIONS", "NODE_REPL_EXTERNAL_MODULE", "RUBYOPT", "CLASSPATH", "TAR_OPTIONS",
+	"EDITOR", "VISUAL", "PAGER", "BROWSER", "LESS", "LESSOPEN", "LESSCLOSE", "LESSKEY", "LESSKEYIN",
+	"LESSEDIT", "EXINIT", "VIMINIT", "MYVIMRC", "VIMRUNTIME", "GCONV_PATH", "HOSTALIASES", "LOCPATH",
+	"NLSPATH", "RESOLV_HOST_CONF", "MAKEFLAGS", "MAKEFILES", "MAKELEVEL", "CURL_HOME", "WGETRC",
+	"GOFLAGS", "GOROOT", "GOENV", "GOTOOLCHAIN", "GOPATH", "RUSTC", "RUSTC_WRAPPER", "RUSTDOC",
+	"CC", "CXX", "CPP", "LD", "AR", "AS", "NM", "FC", "OPENSSL_CONF", "OPENSSL_ENGINES",
+	"OPENSSL_MODULES", "KUBECONFIG", "DOCKER_CONFIG", "DOCKER_HOST", "GLIBC_TUNABLES", "TERMINFO",
+	"TERMINFO_DIRS", "PHPRC", "PHP_INI_SCAN_DIR", "TCLLIBPATH", "DOTNET_STARTUP_HOOKS",
+	"SUDO_ASKPASS", "SUDO_EDITOR", "FCEDIT", "RSYNC_RSH", "RSYNC_CONNECT_PROG", "CVS_RSH", "SVN_SSH",
+	"HGRCPATH", "GNUPGHOME", "MANOPT", "AWKLIBPATH", "TMPDIR", "XAUTHORITY", "CONFIG_SITE",
 )
 
-// loaderEnvPrefixes are prefixes of such variables (LD_PRELOAD,
-// LD_LIBRARY_PATH, LD_AUDIT, DYLD_INSERT_LIBRARIES, exported bash
-// functions, git's numbered config, npm's config).
-var loaderEnvPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_",
-	"NPM_CONFIG_", "npm_config_"}
+// loaderEnvPrefixes are prefixes of such variables: the dynamic loader
+// (LD_PRELOAD, LD_AUDIT, DYLD_INSERT_LIBRARIES), exported bash functions,
+// and the environment-configured tools (git, npm, yarn, pip, cargo, lua,
+// perl, ruby, python, node, java, .NET's CLR, R, XDG directories).
+var loaderEnvPrefixes = []string{"LD_", "DYLD_", "BASH_", "GIT_", "NPM_CONFIG_", "npm_config_", "YARN_",
+	"PIP_", "CARGO_", "LUA_", "PERL", "RUBY", "PYTHON", "NODE_", "JAVA_", "_JAVA_", "JDK_", "CORECLR_",
+	"COMPlus_", "DOTNET_", "R_", "XDG_", "GEM_", "BUNDLE_", "CGO_", "SSH_", "GNUPG", "AWS_", "GCONV_"}
+
+// loaderEnvSuffixes are endings that name a search path, a program, a
+// configuration or options of some tool (NODE_PATH, FOO_EDITOR, GIT_PAGER,
+// MAVEN_OPTS, CFLAGS, JAVA_HOME, KUBECONFIG, WGETRC, LUA_INIT, ...).
+var loaderEnvSuffixes = []string{"PATH", "PATHS", "LIB", "LIBS", "HOME", "DIR", "DIRS", "EDITOR",
+	"PAGER", "ASKPASS", "_COMMAND", "_CMD", "_PROGRAM", "_PROG", "_SHELL", "_RSH", "_SSH", "_HOOK",
+	"_HOOKS", "OPTS", "OPTIONS", "FLAGS", "CONFIG", "CONF", "RC", "INIT", "STARTUP", "_FILE", "_FILES",
+	"_WRAPPER", "_PRELOAD", "_PLUGINS", "_LOADER"}
+
+// loaderEnvSafe are common variables that match a prefix above but only
+// name people, colours, switches or levels, never code or where code comes
+// from.
+var loaderEnvSafe = setOf("NODE_ENV", "NODE_NO_WARNINGS", "NODE_DEBUG", "NODE_DISABLE_COLORS",
+	"NODE_TLS_REJECT_UNAUTHORIZED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
+	"PYTHONIOENCODING", "PYTHONUTF8", "PYTHONFAULTHANDLER", "PYTHONNOUSERSITE", "PYTHONSAFEPATH",
+	"GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE", "GIT_COMMITTER_NAME",
+	"GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE", "GIT_TERMINAL_PROMPT", "GIT_OPTIONAL_LOCKS",
+	"CARGO_TERM_COLOR", "CARGO_INCREMENTAL", "CARGO_TERM_VERBOSE", "RUST_BACKTRACE", "RUST_LOG",
+	"CGO_ENABLED", "PIP_NO_INPUT", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_NO_COLOR", "SSH_AUTH_SOCK",
+	"YARN_ENABLE_PROGRESS_BARS", "BUNDLE_JOBS", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")
 
 // isLoaderEnv reports whether assigning the variable name can change which
-// program runs or what it loads.
+// program runs or what it loads: it is listed, or starts or ends like such
+// variables do (and is not one of the known-harmless ones).
 func isLoaderEnv(name string) bool {
 	if loaderEnvNames[name] {
 		return true
 	}
+	if loaderEnvSafe[name] {
+		return false
+	}
 	for _, p := range loaderEnvPrefixes {
 		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	for _, s := range loaderEnvSuffixes {
+		if strings.HasSuffix(name, s) && len(name) > len(s) || name == s {
 			return true
 		}
 	}
@@ -77,63 +110,6 @@ var codeBuiltins = map[string]string{
 	"hash":   "hash can make a command name run another program",
 	"fc":     "fc re-runs commands from the history",
 }
-
-// wrapper describes a program that runs another program given as its
-// remaining operands (timeout 5 CMD...). argOpts are its options that take a
-// separate value; skip is how many operands come before the command.
-type wrapper struct {
-	argOpts   []string
-	skip      int
-	codeOpts  []string // options whose value is shell code (env -S, flock -c)
-	moreInput bool     // the command gets more arguments at run time (xargs)
-	defaultTo string   // the command when none is given (xargs: echo)
-	setsEnv   bool     // NAME=value operands set the command's environment
-}
-
-var wrappers = map[string]wrapper{
-	"command":      {},
-	"builtin":      {},
-	"exec":         {argOpts: []string{"-a"}},
-	"nohup":        {},
-	"setsid":       {},
-	"nice":         {argOpts: []string{"-n", "--adjustment"}},
-	"timeout":      {argOpts: []string{"-s", "--signal", "-k", "--kill-after"}, skip: 1},
-	"env":          {argOpts: []string{"-u", "--unset", "-C", "--chdir"}, codeOpts: []string{"-S", "--split-string"}, setsEnv: true},
-	"stdbuf":       {argOpts: []string{"-i", "-o", "-e", "--input", "--output", "--error"}},
-	"sudo":         {argOpts: []string{"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "--user", "--group", "--chdir"}, setsEnv: true},
-	"doas":         {argOpts: []string{"-u", "-C"}},
-	"ionice":       {argOpts: []string{"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"}},
-	"chrt":         {skip: 1},
-	"taskset":      {skip: 1},
-	"strace":       {argOpts: []string{"-o", "-e", "-p", "-s", "-u", "-E", "-a", "-I", "-O", "-S", "-P", "-X"}},
-	"ltrace":       {argOpts: []string{"-o", "-e", "-p", "-s", "-u", "-n", "-a", "-A", "-D", "-F", "-l"}},
-	"time":         {argOpts: []string{"-f", "-o", "--format", "--output"}},
-	"xargs":        {argOpts: []string{"-I", "-n", "-P", "-L", "-d", "-E", "-a", "-s", "--max-args", "--max-procs", "--delimiter", "--arg-file"}, moreInput: true, defaultTo: "echo"},
-	"flock":        {argOpts: []string{"-w", "-E", "--timeout", "--conflict-exit-code"}, skip: 1, codeOpts: []string{"-c", "--command"}},
-	"chroot":       {argOpts: []string{"--userspec", "--groups"}, skip: 1},
-	"unbuffer":     {},
-	"torsocks":     {argOpts: []string{"-u", "-p", "-a", "-P"}},
-	"proxychains":  {argOpts: []string{"-f"}},
-	"proxychains4": {argOpts: []string{"-f"}},
-	"firejail":     {},
-	"busybox":      {},
-	"caffeinate":   {argOpts: []string{"-t", "-w"}},
-	"systemd-run":  {argOpts: []string{"-p", "-u", "-E", "--unit", "--property", "--setenv"}},
-	"unshare":      {},
-	"nsenter":      {argOpts: []string{"-t", "-S", "-G", "--target"}},
-	"runuser":      {argOpts: []string{"-u", "-g", "-G"}, codeOpts: []string{"-c", "--command"}},
-	"su":           {argOpts: []string{"-s", "-g", "-G", "--shell", "--group"}, codeOpts: []string{"-c", "--command", "--session-command"}, skip: 1},
-	"script":       {argOpts: []string{"-E", "-O", "-I", "-B", "-T", "-t"}, codeOpts: []string{"-c", "--command"}},
-	"watch":        {argOpts: []string{"-n", "-d", "--interval", "--differences"}},
-	"parallel":     {argOpts: []string{"-j", "--jobs", "-S", "--sshlogin"}},
-	"sg":           {skip: 1},
-	"catchsegv":    {},
-	"rlwrap":       {},
-}
-
-// shellCodeOperands are programs whose operands, joined by spaces, are shell
-// code (watch and parallel hand them to sh -c).
-var shellCodeOperands = setOf("watch", "parallel", "sg")
 
 // interpreter describes a program that runs code given as a string.
 type interpreter struct {

@@ -18,6 +18,9 @@ type word struct {
 	// a bare `cat`.
 	mayVanish bool
 	procSubst bool // holds <(...) or >(...): a file whose content a command writes
+	tilde     bool // starts with an unquoted ~ (a home directory)
+	vars      bool // holds an expansion or substitution, whose value may hold / and ..
+	dotGlob   bool // holds a glob component that can match .. (.*, [.]*, an extglob)
 }
 
 // text returns the known value of a literal word ("" with ok=false otherwise).
@@ -37,9 +40,11 @@ func renderWord(w *syntax.Word) word {
 	if w == nil {
 		return word{literal: true}
 	}
+	tilde := false
 	for i, part := range w.Parts {
 		if lit, ok := part.(*syntax.Lit); ok && i == 0 && strings.HasPrefix(lit.Value, "~") {
 			// Tilde expansion: ~ and ~user become a home directory.
+			tilde = true
 			b.wild()
 			rest := ""
 			if k := strings.IndexByte(lit.Value, '/'); k >= 0 {
@@ -54,11 +59,14 @@ func renderWord(w *syntax.Word) word {
 		b.toks = []rune{wildcard}
 		b.unknown = true
 	}
-	out := word{toks: b.toks, literal: !b.unknown, mayVanish: onlyExpansions(w)}
+	out := word{toks: b.toks, literal: !b.unknown, mayVanish: onlyExpansions(w), tilde: tilde, vars: b.vars, dotGlob: b.dotGlob}
 	for _, p := range w.Parts {
 		if _, ok := p.(*syntax.ProcSubst); ok {
 			out.procSubst = true
 		}
+	}
+	if hasBraceExpansion(w) {
+		out.dotGlob = true // {..,x} makes words of its own
 	}
 	return out
 }
@@ -79,6 +87,23 @@ func onlyExpansions(w *syntax.Word) bool {
 type runeBuf struct {
 	toks    []rune
 	unknown bool
+	vars    bool // an expansion or substitution was rendered
+	dotGlob bool // a glob component that can match ..
+}
+
+// globMayClimb reports whether a glob character r placed now starts or
+// continues a component that can match `..`: one whose text so far is
+// empty (a bracket first: [.][.]) or starts with a dot (.*).
+func (b *runeBuf) globMayClimb(r rune) bool {
+	start := len(b.toks)
+	for start > 0 && b.toks[start-1] != '/' {
+		start--
+	}
+	comp := b.toks[start:]
+	if len(comp) == 0 {
+		return r == '['
+	}
+	return comp[0] == '.'
 }
 
 func (b *runeBuf) lit(r rune) { b.toks = append(b.toks, r) }
@@ -118,7 +143,11 @@ func renderPart(b *runeBuf, part syntax.WordPart, quoted bool) {
 		for _, inner := range p.Parts {
 			renderPart(b, inner, true)
 		}
-	default: // ParamExp, CmdSubst, ArithmExp, ProcSubst, ExtGlob, BraceExp
+	case *syntax.ExtGlob:
+		b.dotGlob = true
+		b.wild()
+	default: // ParamExp, CmdSubst, ArithmExp, ProcSubst, BraceExp
+		b.vars = true
 		b.wild()
 	}
 }
@@ -140,9 +169,11 @@ func renderUnquotedLit(b *runeBuf, s string) {
 				b.lit(r)
 			}
 		case '*', '?':
+			b.dotGlob = b.dotGlob || b.globMayClimb(r)
 			b.wild()
 		case '[':
 			if j := indexRune(rs[i+1:], ']'); j >= 0 {
+				b.dotGlob = b.dotGlob || b.globMayClimb(r)
 				b.wild()
 				i += j + 1
 			} else {
@@ -212,7 +243,17 @@ func hasBraceExpansion(w *syntax.Word) bool {
 		return false
 	}
 	cp := &syntax.Word{Parts: append([]syntax.WordPart(nil), w.Parts...)}
-	return syntax.SplitBraces(cp)
+	if !syntax.SplitBraces(cp) {
+		return false
+	}
+	found := false
+	syntax.Walk(cp, func(n syntax.Node) bool {
+		if b, ok := n.(*syntax.BraceExp); ok && (b.Sequence || len(b.Elems) > 1) {
+			found = true // {a,b} or {1..3}; a lone {} or {x} stays a word
+		}
+		return !found
+	})
+	return found
 }
 
 // decodeANSIC decodes the body of a bash $'...' string. ok is false for an
