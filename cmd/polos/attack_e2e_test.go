@@ -217,6 +217,15 @@ func TestAttackerAgentCannotClimbOut(t *testing.T) {
 				}
 			}},
 	}
+	// Under an allowlist, `node hello.js` runs without asking; the same
+	// command with NODE_OPTIONS in the exec's env must ask (and, approved by
+	// the careless approver, still runs confined).
+	hijack := "polos-node-options-" + token()
+	envAttacks := []attack{
+		{name: "plain node runs without asking", command: "node -v"},
+		{name: "NODE_OPTIONS through env", command: "node -v", env: map[string]string{"NODE_OPTIONS": "--require=/dev/null --title=" + hijack}},
+	}
+	writeScript(t, filepath.Join(dir, "allowlisted.yaml"), envAttacks)
 	writeScript(t, filepath.Join(dir, "attacker.yaml"), attacks)
 	writeScript(t, filepath.Join(dir, "attacker_net.yaml"), netAttacks)
 	cfg := fmt.Sprintf(`agents:
@@ -233,6 +242,13 @@ func TestAttackerAgentCannotClimbOut(t *testing.T) {
     script: %[1]s/attacker_net.yaml
     sandbox: {env: local}
     policy: {capabilities: {network: allow}}
+    tools: [exec]
+    stop_conditions: [{max_steps: 40}]
+  - id: allowlisted
+    provider: scripted
+    model: attacker
+    script: %[1]s/allowlisted.yaml
+    sandbox: {env: local, exec: {security: allowlist, allowlist: ["node *"]}}
     tools: [exec]
     stop_conditions: [{max_steps: 40}]
 `, dir)
@@ -262,6 +278,21 @@ func TestAttackerAgentCannotClimbOut(t *testing.T) {
 		}
 	}
 
+	t.Run("allowlisted/NODE_OPTIONS through env asks", func(t *testing.T) {
+		hist := carelessRun(t, d, "allowlisted")
+		var asked []string
+		for _, e := range hist {
+			if e.Type == events.Suspended {
+				asked = append(asked, string(e.Data))
+			}
+		}
+		if len(asked) != 1 || !strings.Contains(asked[0], "NODE_OPTIONS") {
+			t.Fatalf("want exactly one approval, for the exec with NODE_OPTIONS; got %d: %v", len(asked), asked)
+		}
+		if n := len(execResults(t, hist)); n != 2 {
+			t.Fatalf("%d execs ran, want 2", n)
+		}
+	})
 	t.Run("outside/NATS without credentials", func(t *testing.T) {
 		if nc, err := nats.Connect(d.ready.NATSURL, nats.Timeout(2*time.Second)); err == nil {
 			nc.Close()

@@ -75,6 +75,7 @@ func run(args []string) int {
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return perr.Wrap(err, app.CodeUsage, "see polosd --help", "bad usage")
 		},
+		Commands: []*cli.Command{credsCommand()},
 	}
 	if err := a.Run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "polosd:", err)
