@@ -27,7 +27,7 @@ func resumeCommand(s IO) *cli.Command {
 			&cli.StringFlag{Name: "feedback", Usage: "feedback for the agent (with --reject: what to do instead)"},
 			&cli.BoolFlag{Name: "allow-always", Usage: "approve and remember the approval for similar requests"},
 			&cli.StringFlag{Name: "data", Usage: "resume data as a JSON object (form fields)"},
-			&cli.StringFlag{Name: "by", Usage: "who decides (recorded in the history)", EnvVars: []string{"USER"}},
+			&cli.StringFlag{Name: "by", Usage: "ignored: the decision records the identity of the credentials (operator:<name>)", EnvVars: []string{"USER"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 || c.NArg() > 2 {
