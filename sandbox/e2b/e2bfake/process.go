@@ -83,9 +83,13 @@ func (st *stream) fail(code, msg string) {
 type output struct {
 	st     *stream
 	stderr bool
+	// started is closed once the start event is sent: envd never sends
+	// output before it, and a fast command writes before cmd.Start returns.
+	started <-chan struct{}
 }
 
 func (o output) Write(p []byte) (int, error) {
+	<-o.started
 	for rest := p; len(rest) > 0; {
 		n := min(len(rest), chunkSize)
 		chunk := append([]byte(nil), rest[:n]...)
@@ -155,12 +159,14 @@ func (s *Server) start(sb *fakeSandbox, w http.ResponseWriter, r *http.Request) 
 	}
 	defer cancel()
 	cmd := s.command(ctx, sb, cwd, realCwd, req.Process)
-	cmd.Stdout = output{st: st}
-	cmd.Stderr = output{st: st, stderr: true}
+	started := make(chan struct{})
+	cmd.Stdout = output{st: st, started: started}
+	cmd.Stderr = output{st: st, stderr: true, started: started}
 	cmd.WaitDelay = waitDelay
 	p := &process{cmd: cmd, leaderOnly: s.opts.SignalLeaderOnly, done: make(chan struct{})}
 	cmd.Cancel = func() error { return p.kill(false) }
 	if err := cmd.Start(); err != nil {
+		close(started)
 		st.fail(wire.ConnectInternal, fmt.Sprintf("error starting process '%s': %v", req.Process.Cmd, err))
 		return
 	}
@@ -175,6 +181,7 @@ func (s *Server) start(sb *fakeSandbox, w http.ResponseWriter, r *http.Request) 
 		close(p.done)
 	}()
 	st.event(wire.ProcessEvent{Start: &wire.StartEvent{Pid: pid}})
+	close(started)
 
 	stopKeepalive := s.keepalive(st, r.Header.Get(wire.HeaderKeepalive))
 	waitErr := cmd.Wait()
