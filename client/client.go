@@ -375,7 +375,11 @@ func (c *Client) Result(ctx context.Context, id string) (events.Summary, error) 
 // waitTerminal returns when a terminal event of run id with a sequence
 // above after is stored (read with direct gets: any reader may wait).
 func (c *Client) waitTerminal(ctx context.Context, id string, after uint64) error {
-	f, err := protocol.NewFollower(c.nc, c.store.StreamOf(id), c.store.RunFilter(id), after)
+	var terminal []string
+	for _, t := range []events.Type{events.RunCompleted, events.RunFailed, events.RunCancelled} {
+		terminal = append(terminal, c.store.Subject(id, t))
+	}
+	f, err := protocol.NewFollower(c.store.Reader(), c.store.StreamOf(id), c.store.RunFilter(id), after, terminal...)
 	if err != nil {
 		return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
 	}

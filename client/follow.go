@@ -224,7 +224,7 @@ func (c *Client) partitionFollower(ctx context.Context, stream, filter string, f
 		}
 		fromSeq = st.CachedInfo().State.LastSeq
 	}
-	f, err := protocol.NewFollower(c.nc, stream, filter, fromSeq)
+	f, err := protocol.NewFollower(c.store.Reader(), stream, filter, fromSeq)
 	if err != nil {
 		return nil, perr.Wrap(err, CodeUnreachable, "", "cannot follow run events in %s", stream)
 	}

@@ -121,7 +121,11 @@ type Store struct {
 	// directOnly reads with direct gets only (no consumers): what the
 	// operator and observer roles are allowed.
 	directOnly bool
+	reader     *protocol.DirectReader
 }
+
+// Reader is the store's direct-get reader (shared with followers).
+func (s *Store) Reader() *protocol.DirectReader { return s.reader }
 
 // DirectReadsOnly makes the store read histories and blobs with direct
 // gets only, never creating a consumer: for identities that may only read
@@ -138,7 +142,7 @@ func NewStore(nc *nats.Conn, js jetstream.JetStream, ns, writer string) (*Store,
 	if err := ValidateID("namespace", ns); err != nil {
 		return nil, err
 	}
-	return &Store{nc: nc, js: js, ns: ns, writer: writer, BlobThreshold: DefaultBlobThreshold}, nil
+	return &Store{nc: nc, js: js, ns: ns, writer: writer, BlobThreshold: DefaultBlobThreshold, reader: protocol.NewDirectReader(nc)}, nil
 }
 
 // Namespace is the store's namespace.
@@ -344,7 +348,7 @@ func (s *Store) Load(ctx context.Context, runID string, afterSeq uint64) ([]Even
 // readBatch does one batched direct get: up to n events of the run starting
 // at sequence from. pending is how many matching messages remain after it.
 func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int) ([]Event, uint64, error) {
-	msgs, pending, err := protocol.DirectBatch(ctx, s.nc, s.StreamOf(runID), s.RunFilter(runID), from, n)
+	msgs, pending, err := s.reader.Batch(ctx, s.StreamOf(runID), s.RunFilter(runID), from, n)
 	if err != nil {
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?)", "cannot read run %s", runID)
 	}
@@ -496,7 +500,7 @@ func (s *Store) inflate(ctx context.Context, ev *Event) error {
 	if ev.Blob == "" || ev.Data != nil {
 		return nil
 	}
-	b, found, err := protocol.ReadObject(ctx, s.nc, protocol.BlobStore, ev.Blob)
+	b, found, err := s.reader.ReadObject(ctx, protocol.BlobStore, ev.Blob)
 	if err == nil && !found {
 		err = errors.New("no such object")
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,34 +40,105 @@ type Stored struct {
 	Data    []byte
 }
 
-// DirectBatch reads up to n messages of stream matching filter (wildcards
-// allowed), starting at sequence from, with one batched direct get.
-// pending is how many matching messages remain after the batch.
-func DirectBatch(ctx context.Context, nc *nats.Conn, stream, filter string, from uint64, n int) (msgs []Stored, pending uint64, err error) {
+// DirectReader reads streams with direct gets over one connection. The
+// replies of all its reads arrive on one wildcard subscription, demultiplexed
+// by the last token of the reply subject, so a read costs one request and
+// no SUB/UNSUB round of its own. Safe for concurrent use; it lives as long
+// as its connection.
+type DirectReader struct {
+	nc *nats.Conn
+
+	mu      sync.Mutex
+	sub     *nats.Subscription
+	prefix  string
+	next    uint64
+	waiting map[string]chan *nats.Msg
+}
+
+// NewDirectReader returns a reader on nc (the subscription is made at the
+// first read).
+func NewDirectReader(nc *nats.Conn) *DirectReader {
+	return &DirectReader{nc: nc, waiting: map[string]chan *nats.Msg{}}
+}
+
+// Conn is the reader's connection.
+func (r *DirectReader) Conn() *nats.Conn { return r.nc }
+
+// replyBuffer bounds the replies of one read held before it takes them: a
+// batch, its end-of-batch marker, and slack.
+const replyBuffer = FollowBatch + 8
+
+// open registers a read and returns its reply subject and channel.
+func (r *DirectReader) open() (string, chan *nats.Msg, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sub == nil || !r.sub.IsValid() {
+		r.prefix = r.nc.NewInbox()
+		sub, err := r.nc.Subscribe(r.prefix+".*", r.route)
+		if err != nil {
+			return "", nil, err
+		}
+		r.sub = sub
+	}
+	r.next++
+	token := strconv.FormatUint(r.next, 36)
+	ch := make(chan *nats.Msg, replyBuffer)
+	r.waiting[token] = ch
+	return r.prefix + "." + token, ch, nil
+}
+
+func (r *DirectReader) done(reply string) {
+	r.mu.Lock()
+	delete(r.waiting, reply[strings.LastIndexByte(reply, '.')+1:])
+	r.mu.Unlock()
+}
+
+// route hands a reply to its read; replies of a read that gave up, or
+// beyond its buffer, are dropped (that read has already failed).
+func (r *DirectReader) route(m *nats.Msg) {
+	token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	r.mu.Lock()
+	ch := r.waiting[token]
+	r.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- m:
+		default:
+		}
+	}
+}
+
+// Batch reads up to n (at most FollowBatch) messages of stream matching
+// filter (wildcards allowed), starting at sequence from, with one batched
+// direct get. pending is how many matching messages remain after the batch.
+func (r *DirectReader) Batch(ctx context.Context, stream, filter string, from uint64, n int) (msgs []Stored, pending uint64, err error) {
 	if from == 0 {
 		from = 1
 	}
+	n = min(max(n, 1), FollowBatch)
 	req, _ := json.Marshal(directGetRequest{Seq: from, NextBySubj: filter, Batch: n})
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	reply, ch, err := r.open()
 	if err != nil {
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read %s", stream)
 	}
-	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(DirectGetSubject(stream), inbox, req); err != nil {
+	defer r.done(reply)
+	if err := r.nc.PublishRequest(DirectGetSubject(stream), reply, req); err != nil {
 		return nil, 0, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot read %s", stream)
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(DefaultDirectTimeout)
 	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
 	for {
-		m, err := sub.NextMsg(time.Until(deadline))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "reading %s cancelled", stream)
-			}
-			return nil, 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?) and that this identity may read "+stream,
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return nil, 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "reading %s cancelled", stream)
+		case <-timer.C:
+			return nil, 0, perr.New(CodeStoreIO, "check that the NATS server is up (polosd running?) and that this identity may read "+stream,
 				"reading %s timed out", stream)
 		}
 		switch status := m.Header.Get("Status"); status {
@@ -88,15 +160,15 @@ func DirectBatch(ctx context.Context, nc *nats.Conn, stream, filter string, from
 	}
 }
 
-// DirectLast reads the last message of stream on subject (no wildcards);
+// Last reads the last message of stream on subject (no wildcards);
 // found is false when there is none.
-func DirectLast(ctx context.Context, nc *nats.Conn, stream, subject string) (Stored, bool, error) {
+func (r *DirectReader) Last(ctx context.Context, stream, subject string) (Stored, bool, error) {
 	req, _ := json.Marshal(directGetRequest{LastBySubj: subject})
 	timeout := DefaultDirectTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	m, err := nc.Request(DirectGetSubject(stream), req, timeout)
+	m, err := r.nc.Request(DirectGetSubject(stream), req, timeout)
 	if err != nil {
 		return Stored{}, false, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up and that this identity may read "+stream, "cannot read %s on %s", subject, stream)
 	}
@@ -123,9 +195,9 @@ type objectInfo struct {
 // ReadObject reads object name of object store bucket with direct gets
 // only (the metadata, then the chunks in batches), checking its size and
 // SHA-256 digest. found is false when there is no such object.
-func ReadObject(ctx context.Context, nc *nats.Conn, bucket, name string) (data []byte, found bool, err error) {
+func (r *DirectReader) ReadObject(ctx context.Context, bucket, name string) (data []byte, found bool, err error) {
 	stream := ObjectStream(bucket)
-	meta, ok, err := DirectLast(ctx, nc, stream, "$O."+bucket+".M."+base64.URLEncoding.EncodeToString([]byte(name)))
+	meta, ok, err := r.Last(ctx, stream, "$O."+bucket+".M."+base64.URLEncoding.EncodeToString([]byte(name)))
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -136,7 +208,7 @@ func ReadObject(ctx context.Context, nc *nats.Conn, bucket, name string) (data [
 	chunks := "$O." + bucket + ".C." + info.NUID
 	var seq uint64
 	for uint64(len(data)) < info.Size {
-		msgs, _, err := DirectBatch(ctx, nc, stream, chunks, seq+1, 64)
+		msgs, _, err := r.Batch(ctx, stream, chunks, seq+1, 64)
 		if err != nil {
 			return nil, true, err
 		}

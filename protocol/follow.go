@@ -21,7 +21,7 @@ const (
 // followRetries are the delays of the reads after a wake-up that found
 // nothing yet: a core subscriber can hear of a message before the stream
 // has stored it.
-var followRetries = []time.Duration{time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
+var followRetries = []time.Duration{200 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
 
 // Follower delivers the messages of a stream that match a filter, after a
 // sequence, in order, with no gap and no duplicate, by batched direct
@@ -30,31 +30,41 @@ var followRetries = []time.Duration{time.Millisecond, 5 * time.Millisecond, 25 *
 // process dies) and survives reconnects: a lost wake-up delays delivery by
 // at most FollowIdlePoll.
 type Follower struct {
-	nc     *nats.Conn
+	r      *DirectReader
 	stream string
 	filter string
 	next   uint64
 	buf    []Stored
 	wake   chan struct{}
-	sub    *nats.Subscription
+	subs   []*nats.Subscription
 }
 
 // NewFollower follows stream's messages matching filter with a sequence
-// above after.
-func NewFollower(nc *nats.Conn, stream, filter string, after uint64) (*Follower, error) {
-	f := &Follower{nc: nc, stream: stream, filter: filter, next: after + 1, wake: make(chan struct{}, 1)}
-	sub, err := nc.Subscribe(filter, func(*nats.Msg) {
-		select {
-		case f.wake <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		return nil, perr.Wrap(err, CodeStoreIO, "check that this identity may subscribe to "+filter, "cannot follow %s", filter)
+// above after. It reads when a message is published on one of wakeOn
+// (default: filter itself), and every FollowIdlePoll: a caller that only
+// cares about some messages (a run's end) wakes only for those and reads
+// the rest in passing.
+func NewFollower(r *DirectReader, stream, filter string, after uint64, wakeOn ...string) (*Follower, error) {
+	nc := r.Conn()
+	f := &Follower{r: r, stream: stream, filter: filter, next: after + 1, wake: make(chan struct{}, 1)}
+	if len(wakeOn) == 0 {
+		wakeOn = []string{filter}
 	}
-	f.sub = sub
+	for _, subj := range wakeOn {
+		sub, err := nc.Subscribe(subj, func(*nats.Msg) {
+			select {
+			case f.wake <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			f.Stop()
+			return nil, perr.Wrap(err, CodeStoreIO, "check that this identity may subscribe to "+subj, "cannot follow %s", subj)
+		}
+		f.subs = append(f.subs, sub)
+	}
 	if err := nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
+		f.Stop()
 		return nil, perr.Wrap(err, CodeStoreIO, "check the NATS connection", "cannot follow %s", filter)
 	}
 	return f, nil
@@ -69,7 +79,7 @@ func (f *Follower) Next(ctx context.Context) (Stored, error) {
 			f.buf = f.buf[1:]
 			return m, nil
 		}
-		msgs, _, err := DirectBatch(ctx, f.nc, f.stream, f.filter, f.next, FollowBatch)
+		msgs, _, err := f.r.Batch(ctx, f.stream, f.filter, f.next, FollowBatch)
 		if err != nil {
 			return Stored{}, err
 		}
@@ -102,9 +112,9 @@ func (f *Follower) Next(ctx context.Context) (Stored, error) {
 	}
 }
 
-// Stop ends the wake-up subscription.
+// Stop ends the wake-up subscriptions.
 func (f *Follower) Stop() {
-	if f.sub != nil {
-		_ = f.sub.Unsubscribe()
+	for _, s := range f.subs {
+		_ = s.Unsubscribe()
 	}
 }
