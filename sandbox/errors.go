@@ -13,4 +13,5 @@ const (
 	CodeSandboxLost      perr.Code = "SANDBOX_LOST"              // the sandbox no longer exists
 	CodeProvider         perr.Code = "SANDBOX_PROVIDER"          // the provider failed (engine, API)
 	CodeUnavailable      perr.Code = "SANDBOX_UNAVAILABLE"       // no sandbox host answered
+	CodeHardLink         perr.Code = "SANDBOX_HARD_LINK"         // write to a file with more than one hard link
 )
