@@ -47,7 +47,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	e := &env{t: t, srv: testutil.StartServer(t), reg: polos.NewRegistry(), ws: t.TempDir()}
-	host, err := dispatch.NewHost(e.srv.NC, "default", local.New())
+	key, err := dispatch.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := dispatch.NewHost(e.srv.NC, dispatch.HostOptions{Namespace: "default", Key: key,
+		Policy: dispatch.Policy{WorkspaceRoots: []string{e.ws}}}, local.New())
 	if err != nil {
 		t.Fatal(err)
 	}
