@@ -724,6 +724,7 @@ func (r *runState) ensureSandbox() sandbox.Info {
 		name = fmt.Sprintf("sandbox:recreate-%d", r.resets)
 	}
 	info, err := polos.Step(r.ctx, name, func(c context.Context, _ string) (sandbox.Info, error) {
+		c = sandbox.WithRun(c, r.ctx.RunID())
 		p, err := r.provider()
 		if err != nil {
 			return sandbox.Info{}, err
@@ -755,6 +756,7 @@ func (r *runState) destroySandbox() {
 	}
 	info := *r.sb
 	_, _ = polos.Step(r.ctx, "sandbox:destroy", func(c context.Context, _ string) (bool, error) {
+		c = sandbox.WithRun(c, r.ctx.RunID())
 		p, err := r.provider()
 		if err != nil {
 			return false, err
@@ -774,11 +776,14 @@ func (r *runState) callSandbox(c context.Context, info sandbox.Info, req any) (T
 	if err != nil {
 		return ToolOutcome{}, err
 	}
+	// Sandbox hosts serve a sandbox only to the run it was made for (or
+	// shared with); an Info recorded before sealing must be re-created.
+	c = sandbox.WithRun(c, r.ctx.RunID())
 	spec := r.cfg.Sandbox.Spec
 	spec.Provider = p.Name()
 	sb, err := p.Open(c, info, spec)
 	if err != nil {
-		if perr.Has(err, sandbox.CodeSandboxLost) {
+		if sandbox.MustRecreate(err) {
 			return ToolOutcome{Lost: true}, nil
 		}
 		return ToolOutcome{}, err
@@ -800,7 +805,7 @@ func (r *runState) callSandbox(c context.Context, info sandbox.Info, req any) (T
 	}
 	if err != nil {
 		switch {
-		case perr.Has(err, sandbox.CodeSandboxLost):
+		case sandbox.MustRecreate(err):
 			return ToolOutcome{Lost: true}, nil
 		case perr.Has(err, sandbox.CodeUnavailable), perr.Has(err, sandbox.CodeProvider):
 			return ToolOutcome{}, err // retried

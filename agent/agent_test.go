@@ -53,7 +53,12 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, local.New()) }
 
 func newEnvWith(t *testing.T, lp *local.Provider) *env {
 	e := &env{t: t, srv: testutil.StartServer(t), reg: polos.NewRegistry(), ws: t.TempDir()}
-	host, err := dispatch.NewHost(e.srv.NC, "default", lp)
+	key, err := dispatch.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := dispatch.NewHost(e.srv.NC, dispatch.HostOptions{Namespace: "default", Key: key,
+		Policy: dispatch.Policy{WorkspaceRoots: []string{e.ws}}}, lp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,6 +159,13 @@ type Spec struct {
 
 // Info identifies a created sandbox; it is recorded in the run's history so
 // a run resumed on another executor reaches the same sandbox.
+//
+// Owner, SharedBy and Seal are set by the sandbox host that created the
+// sandbox (package dispatch; ADR 0112): Seal is an HMAC, under the host's
+// key, over the other fields and the namespace, so a host serves only
+// sandboxes it created, unchanged, and only for the run named in Owner.
+// In-process providers leave them empty. Treat an Info as opaque: change
+// any field and every host refuses it (CodeForged).
 type Info struct {
 	Provider  string `json:"provider"`
 	ID        string `json:"id"`
@@ -169,6 +176,9 @@ type Info struct {
 	// "namespaces+landlock" for the local provider, or ConfinementNone
 	// when commands run unconfined as the daemon's user.
 	Confinement string `json:"confinement,omitempty"`
+	Owner       string `json:"owner,omitempty"`     // the run this Info lets use the sandbox
+	SharedBy    string `json:"shared_by,omitempty"` // the run that shared it with Owner (Share); "" for the creator
+	Seal        string `json:"seal,omitempty"`
 }
 
 // ConfinementNone in Info.Confinement: exec runs unconfined on the host

@@ -617,7 +617,10 @@ func TestClusterRoles(t *testing.T) {
 	work := t.TempDir()
 	credsOf := func(role string) string { return filepath.Join(srv.ready.CredsDir, "default", role+".nk") }
 	ex := startPolosd(t, work, "--role", "executor", "--nats-url", srv.ready.NATSURL, "--nats-creds", credsOf("executor"))
-	sb := startPolosd(t, t.TempDir(), "--role", "sandbox", "--nats-url", srv.ready.NATSURL, "--nats-creds", credsOf("sandbox"))
+	// The sandbox host allows workspaces under its own data directory (and
+	// those polos.yaml names): the executor's default workspaces are under
+	// its data directory, so both use the same path.
+	sb := startPolosd(t, work, "--role", "sandbox", "--nats-url", srv.ready.NATSURL, "--nats-creds", credsOf("sandbox"))
 	if ex.ready.Executors != 2 || len(sb.ready.Providers) == 0 {
 		t.Fatalf("roles: executor %+v sandbox %+v", ex.ready, sb.ready)
 	}

@@ -167,7 +167,7 @@ func run(ctx polos.Context, d Deps, in Input) (Output, error) {
 		return out, err
 	}
 	if _, err := polos.Step(ctx, "sandbox:destroy", func(c context.Context, _ string) (bool, error) {
-		return true, d.Sandbox.Destroy(c, info)
+		return true, d.Sandbox.Destroy(sandbox.WithRun(c, ctx.RunID()), info)
 	}, polos.Idempotent()); err != nil {
 		return out, err
 	}

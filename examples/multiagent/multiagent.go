@@ -92,8 +92,17 @@ func flow(ctx polos.Context, task string, deps agent.Deps, workspaceRoot string)
 	if err != nil {
 		return nil, err
 	}
+	// Each child run gets its own Info for the one sandbox: the sandbox
+	// host serves a sandbox only to the run it was made for, or shared with.
 	ask := func(who, prompt string) (agent.Output, error) {
-		return polos.InvokeAndWait[agent.Output](ctx, who, agent.Input{Prompt: prompt, Sandbox: &info})
+		child := ctx.RunID() + "-" + who
+		shared, err := polos.Step(ctx, "sandbox:share:"+who, func(c context.Context, _ string) (sandbox.Info, error) {
+			return sandbox.Share(sandbox.WithRun(c, ctx.RunID()), provider, info, child)
+		})
+		if err != nil {
+			return agent.Output{}, err
+		}
+		return polos.InvokeAndWait[agent.Output](ctx, who, agent.Input{Prompt: prompt, Sandbox: &shared}, polos.ChildID(child))
 	}
 	plan, err := ask(Planner, task)
 	if err != nil {
@@ -130,7 +139,7 @@ func flow(ctx polos.Context, task string, deps agent.Deps, workspaceRoot string)
 		result["feedback"] = d.Feedback
 	}
 	_, _ = polos.Step(ctx, "sandbox:destroy", func(c context.Context, _ string) (bool, error) {
-		return true, provider.Destroy(c, info)
+		return true, provider.Destroy(sandbox.WithRun(c, ctx.RunID()), info)
 	}, polos.Idempotent())
 	return result, err
 }

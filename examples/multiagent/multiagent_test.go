@@ -25,13 +25,9 @@ import (
 
 func TestReleaseFlowSharesOneSandboxAndWaitsBeforePublishing(t *testing.T) {
 	srv := testutil.StartServer(t)
-	host, err := dispatch.NewHost(srv.NC, "default", local.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close() })
 	reg := polos.NewRegistry()
 	root := t.TempDir()
+	testutil.SandboxHost(t, srv.NC, []string{root}, local.New())
 	deps := agent.Deps{Sandboxes: func(env string) (sandbox.Provider, error) { return dispatch.NewClient(srv.NC, "default", env) }}
 	if err := multiagent.Register(reg, deps, root); err != nil {
 		t.Fatal(err)

@@ -156,3 +156,18 @@ func TestApprovalPageInChromium(t *testing.T) {
 		t.Fatalf("answer the agent got: %s", s.Result)
 	}
 }
+
+// TestHostileCommandVisibleInChromium: what the browser renders of a
+// command with bidi and control characters is their visible escapes.
+func TestHostileCommandVisibleInChromium(t *testing.T) {
+	e := newEnv(t)
+	ctx := browser(t)
+	id := e.start("guarded-exec", hostileCommand)
+	u, _ := e.link(id, execStep)
+	if err := chromedp.Do(ctx, chromedp.Navigate(u)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := text(ctx, t, "ctx-command"), `echo safe \u{202e}; rm -rf ~ #\u{1b}[2K\u{d}ls \u{2066}x\u{2069}\u{200b}`; got != want {
+		t.Fatalf("command shown as %q, want %q", got, want)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/internal/textsafe"
 	"github.com/polos-run/polos/notify"
 	"github.com/polos-run/polos/notify/slackfake"
 	"github.com/polos-run/polos/sandbox"
@@ -376,5 +377,33 @@ func TestPageEscapesHostileContext(t *testing.T) {
 	}
 	if !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
 		t.Fatal("no CSP")
+	}
+}
+
+// hostileCommand hides part of itself from a person reading it: bidi
+// overrides reverse text, ESC sequences erase and rewrite, zero-width
+// characters vanish.
+const hostileCommand = "echo safe \u202e; rm -rf ~ #\x1b[2K\rls \u2066x\u2069\u200b"
+
+// TestPageShowsControlCharactersEscaped: on top of HTML escaping, the page
+// shows control, bidi and invisible characters as visible escapes.
+func TestPageShowsControlCharactersEscaped(t *testing.T) {
+	e := newEnv(t)
+	id := e.start("guarded-exec", hostileCommand)
+	u, _ := e.link(id, execStep)
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	for _, r := range page {
+		if r != '\n' && textsafe.Unsafe(r) {
+			t.Fatalf("page holds a raw %U:\n%s", r, page)
+		}
+	}
+	if want := `echo safe \u{202e}; rm -rf ~ #\u{1b}[2K\u{d}ls \u{2066}x\u{2069}\u{200b}`; !strings.Contains(page, want) {
+		t.Fatalf("page does not show %q:\n%s", want, page)
 	}
 }

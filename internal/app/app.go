@@ -233,7 +233,11 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
-		d.host, err = dispatch.NewHost(d.nc, o.Namespace, providers...)
+		hostOpts, err := SandboxHostOptions(o.Config, o.Namespace, o.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		d.host, err = dispatch.NewHost(d.nc, hostOpts, providers...)
 		if err != nil {
 			return nil, err
 		}

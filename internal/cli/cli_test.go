@@ -117,17 +117,14 @@ func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 // feedback reaches the workflow.
 func TestInlineApproval(t *testing.T) {
 	srv := testutil.StartServer(t)
-	host, err := dispatch.NewHost(srv.NC, "default", local.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close() })
+	root := t.TempDir()
+	testutil.SandboxHost(t, srv.NC, []string{root}, local.New())
 	sb, err := dispatch.NewClient(srv.NC, "default", "local")
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := polos.NewRegistry()
-	demo.Register(reg, demo.Deps{Sandbox: sb, WorkspaceRoot: t.TempDir()})
+	demo.Register(reg, demo.Deps{Sandbox: sb, WorkspaceRoot: root})
 	ex, err := executor.New(srv.NC, srv.JS, reg, executor.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -98,7 +98,7 @@ func resultCommand(s IO) *cli.Command {
 			case !ss.out.text():
 				ss.out.JSON(sum)
 			case sum.Status == events.StatusCompleted:
-				ss.out.Line("%s", pretty(sum.Result))
+				ss.out.Text(pretty(sum.Result))
 			default:
 				ss.out.Summary(sum)
 			}

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/polos-run/polos/internal/textsafe"
 )
 
 // SpinnerInterval is how often the spinner advances.
@@ -27,6 +30,14 @@ const (
 
 // printer writes one command's output in the chosen format. It owns the
 // spinner so a line of output never mixes with a spinner frame.
+//
+// Text output is safe to show on a terminal: every string that reaches it
+// (a command, a path, a form title, model text) goes through
+// textsafe.Escape, so control, bidi and invisible characters are shown
+// escaped (\u{1b}, \u{202e}) instead of acting on the terminal. The only
+// raw escapes written are the printer's own styles: style returns a styled
+// value, and Line and sprintf escape every argument that is not one. JSON
+// output goes through textsafe.EscapeJSON, which decodes to the same values.
 type printer struct {
 	io     IO
 	format string
@@ -44,28 +55,84 @@ func newPrinter(s IO, format string) *printer {
 
 func (p *printer) text() bool { return p.format == OutText }
 
-// style wraps s in an ANSI style when colour is on.
-func (p *printer) style(code, s string) string {
+// styled is text that is safe to write to a terminal as it is: escaped
+// text, with the printer's own ANSI styles around it.
+type styled string
+
+// style escapes s and wraps it in an ANSI style when colour is on.
+func (p *printer) style(code, s string) styled {
+	s = textsafe.Escape(s)
 	if !p.colour || s == "" {
-		return s
+		return styled(s)
 	}
-	return "\033[" + code + "m" + s + "\033[0m"
+	return styled("\033[" + code + "m" + s + "\033[0m")
 }
 
-// Line prints one line of text output.
+// sprintf formats like fmt.Sprintf with every argument made safe (see
+// safeArg); format itself must be a constant of the program.
+func (p *printer) sprintf(format string, args ...any) styled {
+	safe := make([]any, len(args))
+	for i, a := range args {
+		safe[i] = safeArg(a)
+	}
+	return styled(fmt.Sprintf(format, safe...))
+}
+
+// safeArg returns a as it may be formatted for a terminal: styled values
+// and numbers as they are, everything else (strings, errors, maps of
+// whatever an agent chose) as its escaped text.
+func safeArg(a any) any {
+	switch v := a.(type) {
+	case styled:
+		return v
+	case string:
+		return textsafe.Escape(v)
+	case error:
+		return textsafe.Escape(v.Error())
+	case nil:
+		return a
+	}
+	switch reflect.TypeOf(a).Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return a
+	}
+	return textsafe.Escape(fmt.Sprint(a))
+}
+
+// Line prints one line of text output; its arguments are made safe as by
+// sprintf.
 func (p *printer) Line(format string, args ...any) {
+	line := p.sprintf(format, args...)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clearSpinner()
-	fmt.Fprintf(p.io.Out, format+"\n", args...)
+	fmt.Fprintf(p.io.Out, "%s\n", line)
 }
 
-// JSON prints v: indented for json, one line for jsonl.
+// Text prints text that may span lines (a run's result), each line
+// escaped as by Line.
+func (p *printer) Text(s string) {
+	for _, l := range textsafe.EscapeLines(s) {
+		p.Line("%s", styled(l))
+	}
+}
+
+// write prints s (a prompt, no newline) between spinner frames.
+func (p *printer) write(s styled) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearSpinner()
+	fmt.Fprint(p.io.Out, s)
+}
+
+// JSON prints v: indented for json, one line for jsonl. Unsafe characters
+// in strings are written as JSON escapes (the value is the same).
 func (p *printer) JSON(v any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clearSpinner()
-	p.io.Out.Write(marshal(v, p.format == OutJSON))
+	p.io.Out.Write(textsafe.EscapeJSON(marshal(v, p.format == OutJSON)))
 }
 
 // Spin shows msg with a spinner until the next Line (terminal text output
@@ -76,7 +143,7 @@ func (p *printer) Spin(msg string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.spinMsg, p.spinOn = msg, true
+	p.spinMsg, p.spinOn = textsafe.Escape(msg), true
 	if p.stop == nil {
 		p.stop = make(chan struct{})
 		go p.spinLoop(p.stop)

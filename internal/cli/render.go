@@ -1,15 +1,16 @@
 package cli
 
 import (
-	"github.com/polos-run/polos/hitl"
-
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/hitl"
+	"github.com/polos-run/polos/internal/textsafe"
 )
 
 // Truncation limits of the text transcript.
@@ -17,6 +18,9 @@ const (
 	maxDataChars   = 160 // step results on one line
 	maxOutputLines = 12  // tool output lines shown
 	maxOutputChars = 200 // per output line
+	// maxApprovalLines bounds each multi-line value of an approval box (a
+	// script, a description); past it a marker says how many lines are cut.
+	maxApprovalLines = 200
 )
 
 // formOf extracts the _form of a suspend payload (nil when there is none).
@@ -186,10 +190,11 @@ func (p *printer) stepCompleted(e events.Event, say func(mark, style, format str
 					p.Line("        %s", p.style(styleDim, fmt.Sprintf("… %d more lines", len(lines)-i)))
 					break
 				}
+				var line any = truncate(l, maxOutputChars)
 				if stream == "stderr" {
-					l = p.style(styleYellow, l)
+					line = p.style(styleYellow, truncate(l, maxOutputChars))
 				}
-				p.Line("        %s", truncate(l, maxOutputChars))
+				p.Line("        %s", line)
 			}
 		}
 	default:
@@ -213,7 +218,7 @@ func (p *printer) approvalBox(e events.Event) {
 		return
 	}
 	if f.Description != "" {
-		p.Line("        %s", f.Description)
+		p.lines("", f.Description)
 	}
 	if ctx := f.Context; len(ctx) > 0 {
 		keys := make([]string, 0, len(ctx))
@@ -224,10 +229,35 @@ func (p *printer) approvalBox(e events.Event) {
 		for _, k := range keys {
 			v, ok := ctx[k].(string)
 			if !ok {
-				v = string(marshal(ctx[k], false))
+				v = strings.TrimSpace(string(marshal(ctx[k], false)))
 			}
-			p.Line("        %s %s", p.style(styleBold, k+":"), truncate(v, 300))
+			p.lines(k, v)
 		}
+	}
+}
+
+// lines prints agent-chosen text that may span lines (a script, a
+// description) in full, line by line, each line escaped (see textsafe),
+// under an optional bold key: the first line after "key: ", the others
+// indented to match. What a person approves is shown whole, up to
+// maxApprovalLines lines.
+func (p *printer) lines(key, text string) {
+	const indent = "        "
+	var head, cont styled
+	if key != "" {
+		head = p.style(styleBold, key+":") + " "
+		cont = styled(strings.Repeat(" ", utf8.RuneCountInString(textsafe.Escape(key))+2))
+	}
+	all := textsafe.EscapeLines(text)
+	for i, l := range all {
+		if i == maxApprovalLines {
+			p.Line("%s%s%s", indent, cont, p.style(styleDim, fmt.Sprintf("… %d more lines (polos history -o json shows all)", len(all)-i)))
+			return
+		}
+		if i > 0 {
+			head = cont
+		}
+		p.Line("%s%s%s", indent, head, styled(l))
 	}
 }
 

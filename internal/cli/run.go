@@ -19,6 +19,7 @@ import (
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/internal/textsafe"
 )
 
 func runCommand(s IO) *cli.Command {
@@ -151,7 +152,7 @@ func (ss *session) onSuspended(id string, e events.Event, in *bufio.Reader) {
 		if ss.out.text() {
 			ss.out.Line("        %s", ss.out.style(styleYellow, hint))
 		} else {
-			ss.io.Err.Write([]byte("polos: run " + id + " waits; " + hint + "\n"))
+			ss.io.Err.Write([]byte("polos: run " + textsafe.Escape(id) + " waits; " + textsafe.Escape(hint) + "\n"))
 		}
 		return
 	}
@@ -170,11 +171,8 @@ func (ss *session) onSuspended(id string, e events.Event, in *bufio.Reader) {
 // ended.
 func (ss *session) prompt(f *hitl.Form, in *bufio.Reader) (json.RawMessage, bool) {
 	p := ss.out
-	ask := func(q string) (string, bool) {
-		p.mu.Lock()
-		p.clearSpinner()
-		io.WriteString(p.io.Out, q)
-		p.mu.Unlock()
+	ask := func(q styled) (string, bool) {
+		p.write(q)
 		line, err := in.ReadString('\n')
 		if err != nil && line == "" {
 			return "", false
@@ -232,7 +230,7 @@ func (ss *session) prompt(f *hitl.Form, in *bufio.Reader) (json.RawMessage, bool
 					}
 					hint = strings.Join(vals, "|")
 				}
-				v, ok := ask("        " + label + " (" + hint + ") > ")
+				v, ok := ask(p.sprintf("        %s (%s) > ", label, hint))
 				if !ok {
 					return nil, false
 				}

@@ -14,6 +14,8 @@ import (
 	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/protocol"
+	"github.com/polos-run/polos/sandbox"
+	"github.com/polos-run/polos/sandbox/dispatch"
 )
 
 // CheckFor polls fn every interval until it returns nil or timeout passes,
@@ -121,4 +123,20 @@ func ConnectChild(url string, opts ...nats.Option) (*nats.Conn, error) {
 		return nil, err
 	}
 	return nats.Connect(url, append(f.NATSOptions(), opts...)...)
+}
+
+// SandboxHost serves providers on nc (namespace "default") with a fresh
+// host key, allowing workspaces under roots, and closes it at cleanup.
+func SandboxHost(t testing.TB, nc *nats.Conn, roots []string, providers ...sandbox.Provider) *dispatch.Host {
+	t.Helper()
+	key, err := dispatch.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := dispatch.NewHost(nc, dispatch.HostOptions{Namespace: "default", Key: key, Policy: dispatch.Policy{WorkspaceRoots: roots}}, providers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
 }

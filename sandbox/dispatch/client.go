@@ -29,6 +29,11 @@ const (
 // every method sends a request on polos.<ns>.sandbox.<provider>.<op>. An
 // executor uses it exactly as it would an in-process provider.
 //
+// Every request carries the run it is made for: the run in ctx
+// (sandbox.WithRun), else the Spec's Owner (create, open and the tools);
+// Destroy and Share, which take no Spec, need the run in ctx. Hosts serve
+// a sandbox only to its owner (ADR 0112).
+//
 // Failure behaviour: no host subscribed gives CodeUnavailable at once; no
 // reply in time (e.g. the host died mid-request) gives CodeUnavailable after
 // the request timeout, and the operation may or may not have run; a request
@@ -69,7 +74,7 @@ func NewClient(nc *nats.Conn, ns, provider string, opts ...ClientOption) (*Clien
 	c := &Client{nc: nc, ns: ns, provider: provider, margin: DefaultExecMargin, timeouts: map[string]time.Duration{
 		sandbox.OpCreate: DefaultLifecycleTimeout, OpOpen: DefaultLifecycleTimeout, sandbox.OpDestroy: DefaultLifecycleTimeout,
 		sandbox.OpRead: DefaultFileTimeout, sandbox.OpWrite: DefaultFileTimeout, sandbox.OpEdit: DefaultFileTimeout,
-		sandbox.OpGlob: DefaultSearchTimeout, sandbox.OpGrep: DefaultSearchTimeout,
+		sandbox.OpGlob: DefaultSearchTimeout, sandbox.OpGrep: DefaultSearchTimeout, OpShare: DefaultFileTimeout,
 	}}
 	for _, o := range opts {
 		o(c)
@@ -79,30 +84,61 @@ func NewClient(nc *nats.Conn, ns, provider string, opts ...ClientOption) (*Clien
 
 func (c *Client) Name() string { return c.provider }
 
+// runFor is the run a request is made for: the run in ctx, else the spec's
+// owner.
+func runFor(ctx context.Context, spec sandbox.Spec) string {
+	if r := sandbox.RunOf(ctx); r != "" {
+		return r
+	}
+	return spec.Owner
+}
+
+// Create asks a host to create a sandbox owned by the request's run (the
+// Spec's Owner, filled in from ctx when empty) and returns it with the
+// sealed Info.
 func (c *Client) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	if spec.Provider == "" {
 		spec.Provider = c.provider
 	}
+	run := runFor(ctx, spec)
+	if spec.Owner == "" {
+		spec.Owner = run
+	}
 	var info sandbox.Info
-	if err := c.call(ctx, sandbox.OpCreate, Request{Spec: spec}, c.timeouts[sandbox.OpCreate], &info); err != nil {
+	if err := c.call(ctx, sandbox.OpCreate, Request{Run: run, Spec: spec}, c.timeouts[sandbox.OpCreate], &info); err != nil {
 		return nil, err
 	}
-	return &remote{c: c, info: info, spec: spec}, nil
+	return &remote{c: c, info: info, spec: spec, run: run}, nil
 }
 
 // Open asks a host to reopen the sandbox, so a lost sandbox is reported
 // here (CodeSandboxLost) rather than at its first use.
 func (c *Client) Open(ctx context.Context, info sandbox.Info, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	run := runFor(ctx, spec)
 	var got sandbox.Info
-	if err := c.call(ctx, OpOpen, Request{Info: &info, Spec: spec}, c.timeouts[OpOpen], &got); err != nil {
+	if err := c.call(ctx, OpOpen, Request{Run: run, Info: &info, Spec: spec}, c.timeouts[OpOpen], &got); err != nil {
 		return nil, err
 	}
-	return &remote{c: c, info: got, spec: spec}, nil
+	return &remote{c: c, info: got, spec: spec, run: run}, nil
 }
 
+// Destroy asks a host to destroy the sandbox; the run in ctx must be the
+// one that created it.
 func (c *Client) Destroy(ctx context.Context, info sandbox.Info) error {
-	return c.call(ctx, sandbox.OpDestroy, Request{Info: &info}, c.timeouts[sandbox.OpDestroy], nil)
+	return c.call(ctx, sandbox.OpDestroy, Request{Run: sandbox.RunOf(ctx), Info: &info}, c.timeouts[sandbox.OpDestroy], nil)
 }
+
+// Share returns the Info with which run `to` may use the sandbox of info
+// (sandbox.Sharer); the run in ctx must own it. The shared Info is sealed
+// for `to`, so pass it to that run (e.g. in a child's input); it cannot
+// destroy the sandbox.
+func (c *Client) Share(ctx context.Context, info sandbox.Info, to string) (sandbox.Info, error) {
+	var got sandbox.Info
+	err := c.call(ctx, OpShare, Request{Run: sandbox.RunOf(ctx), Info: &info, To: to}, c.timeouts[OpShare], &got)
+	return got, err
+}
+
+var _ sandbox.Sharer = (*Client)(nil)
 
 // call sends one request and decodes the reply's result into out.
 func (c *Client) call(ctx context.Context, op string, req Request, timeout time.Duration, out any) error {
@@ -137,7 +173,7 @@ func (c *Client) call(ctx context.Context, op string, req Request, timeout time.
 			"malformed reply on %s", subject)
 	}
 	if rep.Error != nil {
-		return rep.Error.toErr()
+		return rep.Error.Err(sandbox.CodeProvider)
 	}
 	if out == nil {
 		return nil
@@ -149,11 +185,12 @@ func (c *Client) call(ctx context.Context, op string, req Request, timeout time.
 	return nil
 }
 
-// remote is a Sandbox behind sandbox hosts.
+// remote is a Sandbox behind sandbox hosts, used for run.
 type remote struct {
 	c    *Client
 	info sandbox.Info
 	spec sandbox.Spec
+	run  string
 }
 
 func (r *remote) Info() sandbox.Info { return r.info }
@@ -164,7 +201,7 @@ func roundTrip[Res any](ctx context.Context, r *remote, op string, toolReq any, 
 	if err != nil {
 		return res, perr.Wrap(err, sandbox.CodeBadRequest, "", "cannot encode the %s request", op)
 	}
-	err = r.c.call(ctx, op, Request{Info: &r.info, Spec: r.spec, Req: raw}, timeout, &res)
+	err = r.c.call(ctx, op, Request{Run: r.run, Info: &r.info, Spec: r.spec, Req: raw}, timeout, &res)
 	return res, err
 }
 

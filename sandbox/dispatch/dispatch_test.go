@@ -44,10 +44,29 @@ func connect(t testing.TB, s *server.Server) *nats.Conn {
 	return nc
 }
 
+// testKey is the host key of every host these tests start, so any of them
+// serves the sandboxes another created (as hosts sharing a data dir do).
+var testKey = func() dispatch.Key {
+	k, err := dispatch.NewKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// testPolicy lets workspaces live anywhere under the temporary directory,
+// where t.TempDir puts them.
+var testPolicy = dispatch.Policy{WorkspaceRoots: []string{os.TempDir()}}
+
 func startHost(t testing.TB, s *server.Server, p sandbox.Provider) (*dispatch.Host, *nats.Conn) {
 	t.Helper()
+	return startHostWith(t, s, dispatch.HostOptions{Key: testKey, Policy: testPolicy}, p)
+}
+
+func startHostWith(t testing.TB, s *server.Server, o dispatch.HostOptions, p ...sandbox.Provider) (*dispatch.Host, *nats.Conn) {
+	t.Helper()
 	nc := connect(t, s)
-	h, err := dispatch.NewHost(nc, "", p)
+	h, err := dispatch.NewHost(nc, o, p...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,22 +158,34 @@ func TestMalformedPayloads(t *testing.T) {
 	s := startServer(t, 0)
 	startHost(t, s, local.New())
 	nc := connect(t, s)
-	info := `{"provider":"local","id":"x","workspace":"` + t.TempDir() + `"}`
-	cases := []struct{ op, payload string }{
-		{"read", ""},
-		{"read", "not json"},
-		{"read", "null"},
-		{"read", "[]"},
-		{"read", "{}"},
-		{"read", `{"info":` + info + `}`},
-		{"read", `{"info":` + info + `,"req":"a string"}`},
-		{"exec", `{"info":` + info + `,"req":{"command":5}}`},
-		{"exec", `{"info":{"provider":"docker","id":"x"},"req":{"command":"true"}}`},
-		{"create", `{"spec":7}`},
-		{"create", `{"spec":{}}`},
-		{"destroy", `{"info":null}`},
-		{"frobnicate", `{"info":` + info + `,"req":{}}`},
-		{"grep", `{"info":` + info + `,"req":{"pattern":"("}}`},
+	sb, err := newClient(t, s).Create(ctxFor(t), localSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, _ := json.Marshal(sb.Info())
+	info := `"run":"run-1","info":` + string(sealed)
+	cases := []struct {
+		op, payload string
+		code        perr.Code
+	}{
+		{"read", "", sandbox.CodeBadRequest},
+		{"read", "not json", sandbox.CodeBadRequest},
+		{"read", "null", sandbox.CodeBadRequest},
+		{"read", "[]", sandbox.CodeBadRequest},
+		{"read", "{}", sandbox.CodeBadRequest},
+		{"read", `{` + info + `}`, sandbox.CodeBadRequest},
+		{"read", `{` + info + `,"req":"a string"}`, sandbox.CodeBadRequest},
+		{"exec", `{` + info + `,"req":{"command":5}}`, sandbox.CodeBadRequest},
+		{"exec", `{"info":{"provider":"docker","id":"x"},"req":{"command":"true"}}`, sandbox.CodeBadRequest},
+		{"create", `{"spec":7}`, sandbox.CodeBadRequest},
+		{"create", `{"run":"run-1","spec":{}}`, sandbox.CodeBadRequest},
+		{"create", `{"run":"a.b","spec":{}}`, sandbox.CodeBadRequest},
+		{"create", `{"spec":{"workspace_dir":"/tmp/x"}}`, sandbox.CodeNotYours},
+		{"destroy", `{"info":null}`, sandbox.CodeBadRequest},
+		{"share", `{` + info + `,"to":"a b"}`, sandbox.CodeBadRequest},
+		{"frobnicate", `{` + info + `,"req":{}}`, sandbox.CodeBadRequest},
+		{"grep", `{` + info + `,"req":{"pattern":"("}}`, sandbox.CodeBadRequest},
+		{"read", `{"info":{"provider":"local","id":"x","workspace":"/"},"req":{"path":"etc/passwd"}}`, sandbox.CodeUnsealed},
 	}
 	for _, c := range cases {
 		msg, err := nc.Request(dispatch.Subject("default", "local", c.op), []byte(c.payload), 10*time.Second)
@@ -165,16 +196,12 @@ func TestMalformedPayloads(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &rep); err != nil {
 			t.Fatalf("%s %q: reply is not JSON: %q", c.op, c.payload, msg.Data)
 		}
-		if rep.Error == nil || rep.Error.Code != string(sandbox.CodeBadRequest) || rep.Error.Message == "" {
-			t.Errorf("%s %q: reply %s, want a %s error", c.op, c.payload, msg.Data, sandbox.CodeBadRequest)
+		if rep.Error == nil || rep.Error.Code != string(c.code) || rep.Error.Message == "" {
+			t.Errorf("%s %q: reply %s, want a %s error", c.op, c.payload, msg.Data, c.code)
 		}
 	}
-	sb, err := newClient(t, s).Create(ctxFor(t), localSpec(t))
-	if err != nil {
-		t.Fatalf("host stopped serving after malformed requests: %v", err)
-	}
 	if _, err := sb.Exec(ctxFor(t), sandbox.ExecRequest{Command: "true"}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("host stopped serving after malformed requests: %v", err)
 	}
 }
 

@@ -29,6 +29,16 @@ const (
 
 // Host serves sandbox providers on their subjects for one namespace.
 //
+// Trust (ADR 0112): a host trusts no workspace, image or mount from the
+// wire. A create Spec is checked against the host's own Policy
+// (CodeNotAllowed); the Info it returns is sealed with the host's Key for
+// the run that asked (Info.Owner). Every later request must carry that
+// Info unchanged and the same run: a forged or altered Info, or one sealed
+// by another key, is CodeForged; another run's is CodeNotYours; an Info
+// without a seal (recorded before sealing) is CodeUnsealed. A refused
+// request never reaches a provider. Share lets the owning run hand a
+// sandbox to another run (a child agent) with an Info sealed for that run.
+//
 // Failure behaviour: a panic in a provider is recovered and answered with
 // CodeProvider; a malformed payload is answered with CodeBadRequest; a reply
 // larger than the connection's max payload is replaced by a CodeTooLarge
@@ -38,6 +48,8 @@ const (
 type Host struct {
 	nc        *nats.Conn
 	ns        string
+	key       Key
+	policy    Policy
 	providers map[string]sandbox.Provider
 	subs      []*nats.Subscription
 	sem       chan struct{}
@@ -50,20 +62,37 @@ type Host struct {
 	cache map[string]sandbox.Sandbox // provider + "/" + sandbox ID
 }
 
-// NewHost subscribes to the subjects of every provider in namespace ns (""
-// means DefaultNamespace) and serves them until Close.
-func NewHost(nc *nats.Conn, ns string, providers ...sandbox.Provider) (*Host, error) {
+// HostOptions configure a Host.
+type HostOptions struct {
+	// Namespace is the namespace served; "" means DefaultNamespace.
+	Namespace string
+	// Key seals the sandboxes the host creates and checks every later
+	// request; required. Every host of a namespace must hold the same key
+	// (LoadOrCreateKey on a shared data directory, or the same key file).
+	Key Key
+	// Policy is what a create may ask for; see Policy for the zero value.
+	Policy Policy
+}
+
+// NewHost subscribes to the subjects of every provider in o.Namespace and
+// serves them until Close.
+func NewHost(nc *nats.Conn, o HostOptions, providers ...sandbox.Provider) (*Host, error) {
+	ns := o.Namespace
 	if ns == "" {
 		ns = DefaultNamespace
 	}
 	if err := checkToken("namespace", ns); err != nil {
 		return nil, err
 	}
+	if !o.Key.valid() {
+		return nil, perr.New(CodeHostKey, "pass the host key: dispatch.LoadOrCreateKey(<data dir>/"+KeyFile+")",
+			"a sandbox host needs a key to seal its sandboxes")
+	}
 	if len(providers) == 0 {
 		return nil, perr.New(sandbox.CodeBadRequest, "pass at least one provider (local, docker, e2b)", "a sandbox host needs a provider to serve")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Host{nc: nc, ns: ns, providers: map[string]sandbox.Provider{}, sem: make(chan struct{}, DefaultMaxConcurrent),
+	h := &Host{nc: nc, ns: ns, key: o.Key, policy: o.Policy, providers: map[string]sandbox.Provider{}, sem: make(chan struct{}, DefaultMaxConcurrent),
 		ctx: ctx, cancel: cancel, cache: map[string]sandbox.Sandbox{}}
 	for _, p := range providers {
 		name := p.Name()
@@ -188,38 +217,95 @@ func (h *Host) run(subject, op string, data []byte) (any, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultHostOpTimeout)
 		defer cancel()
 	}
-
-	switch op {
-	case sandbox.OpCreate:
-		sb, err := p.Create(ctx, req.Spec)
-		if err != nil {
-			return nil, err
-		}
-		h.put(p, sb)
-		return sb.Info(), nil
-	case OpOpen:
-		// Always ask the provider: open is how a client learns the sandbox is lost.
-		sb, err := p.Open(ctx, *req.Info, req.Spec)
-		if err != nil {
-			h.forget(p, *req.Info)
-			return nil, err
-		}
-		h.put(p, sb)
-		return sb.Info(), nil
-	case sandbox.OpDestroy:
-		h.forget(p, *req.Info)
-		return struct{}{}, p.Destroy(ctx, *req.Info)
+	if op == sandbox.OpCreate {
+		return h.create(ctx, p, req)
 	}
 
-	sb, err := h.open(ctx, p, req)
+	// Everything else acts on an existing sandbox: its Info must be one
+	// this host sealed, for the run that asks.
+	if err := h.key.verify(h.ns, *req.Info, req.Run); err != nil {
+		return nil, err
+	}
+	info := bare(*req.Info)
+	switch op {
+	case OpShare:
+		if err := checkRun("share target", req.To); err != nil {
+			return nil, err
+		}
+		return h.key.seal(h.ns, info, req.To, req.Run), nil
+	case sandbox.OpDestroy:
+		if req.Info.SharedBy != "" {
+			return nil, perr.New(sandbox.CodeNotYours, "let the run that created the sandbox destroy it",
+				"sandbox %s was shared with run %s by run %s; a shared sandbox cannot be destroyed by the run it was shared with", info.ID, req.Run, req.Info.SharedBy)
+		}
+		h.forget(p, info)
+		return struct{}{}, p.Destroy(ctx, info)
+	}
+	spec, err := h.policy.openSpec(p.Name(), req.Spec)
+	if err != nil {
+		return nil, err
+	}
+	if op == OpOpen {
+		// Always ask the provider: open is how a client learns the sandbox is lost.
+		sb, err := p.Open(ctx, info, spec)
+		if err != nil {
+			h.forget(p, info)
+			return nil, err
+		}
+		h.put(p, sb)
+		return h.key.seal(h.ns, bare(sb.Info()), req.Info.Owner, req.Info.SharedBy), nil
+	}
+	sb, err := h.open(ctx, p, info, spec)
 	if err != nil {
 		return nil, err
 	}
 	result, err := runTool(ctx, sb, op, req.Req)
 	if perr.Has(err, sandbox.CodeSandboxLost) {
-		h.forget(p, *req.Info)
+		h.forget(p, info)
 	}
 	return result, err
+}
+
+// create checks the spec against the policy, creates the sandbox for the
+// run that asks and returns its sealed Info.
+func (h *Host) create(ctx context.Context, p sandbox.Provider, req Request) (any, error) {
+	if err := checkRun("run", req.Run); err != nil {
+		return nil, err
+	}
+	spec := req.Spec
+	switch spec.Owner {
+	case "":
+		spec.Owner = req.Run
+	case req.Run:
+	default:
+		return nil, perr.New(sandbox.CodeNotYours, "leave Spec.Owner empty or set it to the run making the request",
+			"run %s asked for a sandbox owned by %q: a run may only create sandboxes for itself", req.Run, spec.Owner)
+	}
+	spec, err := h.policy.checkCreate(p.Name(), spec)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := p.Create(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	info := bare(sb.Info())
+	if p.Name() == sandbox.ProviderLocal {
+		// The local workspace is a host path the provider resolved itself:
+		// check it again, in case a symlink changed in between.
+		if _, err := h.policy.checkWorkspace(info.Workspace); err != nil {
+			_ = p.Destroy(context.WithoutCancel(ctx), info)
+			return nil, err
+		}
+	}
+	h.put(p, sb)
+	return h.key.seal(h.ns, info, spec.Owner, ""), nil
+}
+
+// bare is info without what the host adds (owner, seal): what a provider
+// made and reads.
+func bare(info sandbox.Info) sandbox.Info {
+	return sandbox.Info{Provider: info.Provider, ID: info.ID, Image: info.Image, Workspace: info.Workspace}
 }
 
 // runTool decodes the tool request of op and runs it on sb.
@@ -270,16 +356,16 @@ func (h *Host) forget(p sandbox.Provider, info sandbox.Info) {
 	delete(h.cache, cacheKey(p.Name(), info.ID))
 }
 
-// open returns the cached sandbox of the request's Info, or opens it.
-func (h *Host) open(ctx context.Context, p sandbox.Provider, req Request) (sandbox.Sandbox, error) {
-	key := cacheKey(p.Name(), req.Info.ID)
+// open returns the cached sandbox of info (verified), or opens it.
+func (h *Host) open(ctx context.Context, p sandbox.Provider, info sandbox.Info, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	key := cacheKey(p.Name(), info.ID)
 	h.mu.Lock()
 	sb, ok := h.cache[key]
 	h.mu.Unlock()
 	if ok {
 		return sb, nil
 	}
-	sb, err := p.Open(ctx, *req.Info, req.Spec)
+	sb, err := p.Open(ctx, info, spec)
 	if err != nil {
 		return nil, err
 	}

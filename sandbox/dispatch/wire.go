@@ -9,41 +9,70 @@
 // sandbox state that matters: any host can serve any request for a sandbox by
 // reopening it from the Info carried in the request.
 //
-// Payloads are JSON. A request is {"info":..., "spec":..., "req":...}: create
-// carries spec only; open and destroy carry info (and spec); the tool ops
-// carry info, spec and req, the tool request of package sandbox. A reply is
+// Payloads are JSON. A request is {"run":..., "info":..., "spec":...,
+// "req":..., "to":...}: every request carries run, the run it is made for;
+// create carries spec; open and destroy carry info (and spec); share carries
+// info and to; the tool ops carry info, spec and req, the tool request of
+// package sandbox. The info is the sealed Info create returned (ADR 0112):
+// hosts refuse any other. A reply is
 // {"result":...} or {"error":{"code":..., "message":..., "fix":...}}; the
 // client turns an error back into a *perr.Error with the same code.
 package dispatch
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/sandbox"
 )
 
-// OpOpen reattaches to an existing sandbox (Provider.Open). It extends the
-// operations named in package sandbox.
-const OpOpen = "open"
+// Operations that extend those named in package sandbox.
+const (
+	// OpOpen reattaches to an existing sandbox (Provider.Open).
+	OpOpen = "open"
+	// OpShare returns the Info with which another run may use a sandbox
+	// (sandbox.Share); it touches no provider.
+	OpShare = "share"
+)
 
 // DefaultNamespace is the namespace when none is given.
-const DefaultNamespace = "default"
+const DefaultNamespace = protocol.DefaultNamespace
 
 // Ops are the operations a host serves, each the last token of its subject.
-var Ops = []string{sandbox.OpCreate, OpOpen, sandbox.OpDestroy, sandbox.OpExec, sandbox.OpRead,
+var Ops = []string{sandbox.OpCreate, OpOpen, OpShare, sandbox.OpDestroy, sandbox.OpExec, sandbox.OpRead,
 	sandbox.OpWrite, sandbox.OpEdit, sandbox.OpGlob, sandbox.OpGrep}
 
-// Subject is the subject of op on provider's sandboxes in namespace ns.
-func Subject(ns, provider, op string) string {
-	return "polos." + ns + ".sandbox." + provider + "." + op
-}
+// Subject is the subject of op on provider's sandboxes in namespace ns
+// (protocol.SandboxSubject).
+func Subject(ns, provider, op string) string { return protocol.SandboxSubject(ns, provider, op) }
 
 // QueueGroup is the queue group of the hosts serving provider.
-func QueueGroup(provider string) string { return "polos-sandbox-" + provider }
+func QueueGroup(provider string) string { return protocol.SandboxQueueGroup(provider) }
+
+// maxRunIDLen bounds a run ID on the wire (the run IDs of package events).
+const maxRunIDLen = 128
+
+// checkRun refuses a run ID that is empty, too long or holds characters
+// other than A-Z a-z 0-9 _ - (the run IDs of package events); kind names
+// it in the error.
+func checkRun(kind, id string) error {
+	if id == "" {
+		return perr.New(sandbox.CodeNotYours, "send the run ID with the request (sandbox.WithRun, or Spec.Owner)",
+			"the sandbox request names no %s", kind)
+	}
+	ok := len(id) <= maxRunIDLen
+	for _, r := range id {
+		ok = ok && (r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	}
+	if !ok {
+		return perr.New(sandbox.CodeBadRequest, "use a run ID of 1-128 characters from A-Z a-z 0-9 _ -",
+			"%s %q is not a valid run ID", kind, id)
+	}
+	return nil
+}
 
 // checkToken refuses names that would change a subject's shape.
 func checkToken(kind, s string) error {
@@ -54,11 +83,15 @@ func checkToken(kind, s string) error {
 	return nil
 }
 
-// Request is the payload of every sandbox request.
+// Request is the payload of every sandbox request. Run is the run on whose
+// behalf it is made: the sandbox's owner (a create's Spec.Owner, a sealed
+// Info's Owner). To is the run a share is for.
 type Request struct {
+	Run  string          `json:"run,omitempty"`
 	Info *sandbox.Info   `json:"info,omitempty"`
 	Spec sandbox.Spec    `json:"spec"`
 	Req  json.RawMessage `json:"req,omitempty"`
+	To   string          `json:"to,omitempty"`
 }
 
 // Reply is the payload of every reply: a result or an error.
@@ -67,34 +100,10 @@ type Reply struct {
 	Error  *WireError      `json:"error,omitempty"`
 }
 
-// WireError is a coded error as it travels.
-type WireError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Fix     string `json:"fix,omitempty"`
-}
+// WireError is a coded error as it travels (shared with control replies).
+type WireError = protocol.WireError
 
-// toWire flattens err: a coded error keeps its code and fix, and its cause is
-// folded into the message; any other error becomes CodeProvider.
-func toWire(err error) *WireError {
-	var pe *perr.Error
-	if !errors.As(err, &pe) {
-		return &WireError{Code: string(sandbox.CodeProvider), Message: err.Error()}
-	}
-	msg := pe.Msg
-	if pe.Cause != nil {
-		msg += ": " + pe.Cause.Error()
-	}
-	return &WireError{Code: string(pe.Code), Message: msg, Fix: pe.Fix}
-}
-
-func (w *WireError) toErr() error {
-	code := perr.Code(w.Code)
-	if code == "" {
-		code = sandbox.CodeProvider
-	}
-	return &perr.Error{Code: code, Msg: w.Message, Fix: w.Fix}
-}
+func toWire(err error) *WireError { return protocol.ToWire(err, sandbox.CodeProvider) }
 
 // DecodeRequest parses a request payload for op. It never panics; a
 // malformed payload is a CodeBadRequest error saying what was expected.

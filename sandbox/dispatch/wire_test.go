@@ -39,7 +39,7 @@ func TestWireErrorRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(data, &w); err != nil {
 		t.Fatal(err)
 	}
-	out := w.toErr()
+	out := w.Err(sandbox.CodeProvider)
 	var pe *perr.Error
 	if !perr.Has(out, sandbox.CodeNotFound) || !asPerr(out, &pe) || pe.Fix != "the fix" || pe.Msg != "the message 1: [POLOS-INNER] inner" {
 		t.Errorf("round trip gave %#v", out)

@@ -36,6 +36,7 @@ const (
 	exitNotRegular = 5
 	exitNotDir     = 6
 	exitOutside    = 7
+	exitHardLink   = 8
 )
 
 // The file scripts are constants; paths reach them only as positional
@@ -80,11 +81,23 @@ shift
 [ -f "$1" ] || exit 5
 exec head -c "$2" < "$1"`
 
+	// writeScript opens the file without truncating it (fd 3, created if
+	// missing), checks the inode it opened, not the path, and only then
+	// truncates and writes that same inode through /proc/$$/fd/3: a file
+	// with more than one hard link is refused (exit 8), because writing it
+	// changes its other names too, and one planted in a bind-mounted
+	// workspace before the run may name a file outside the workspace on the
+	// host. The check runs inside the container, where the file tools run.
 	writeScript = confineFunc + `inside "$1" || exit 7
 [ -d "$1" ] && exit 4
 if [ -e "$1" ] && [ ! -f "$1" ]; then exit 5; fi
 [ -d "$2" ] || mkdir -p "$2" || exit 1
-exec cat > "$1"`
+exec 3>>"$1" || exit 1
+f=/proc/$$/fd/3
+[ -f "$f" ] || exit 5
+n=$(stat -L -c %h "$f") || exit 1
+[ "$n" -gt 1 ] && exit 8
+exec cat > "$f"`
 
 	// walkScript lists directories, then an empty record, then everything
 	// else; find does not follow symlinks below the root (-H: the root
@@ -184,6 +197,8 @@ func fileError(code int, p, abs string, stderr []byte, op string) error {
 		return perr.New(sandbox.CodeBadRequest, "give the path of a regular file", "%s: %s is not a regular file (device, fifo or socket)", op, abs)
 	case exitNotDir:
 		return perr.New(sandbox.CodeBadRequest, "give a directory path", "%s: %s is not a directory", op, abs)
+	case exitHardLink:
+		return hardLink(p, abs)
 	}
 	msg := strings.TrimSpace(string(stderr))
 	if msg == "" {
@@ -191,4 +206,11 @@ func fileError(code int, p, abs string, stderr []byte, op string) error {
 	}
 	return perr.New(sandbox.CodeBadRequest, "use a path the sandbox user may access: under "+WorkspacePath+" or /tmp",
 		"%s: %s failed in the sandbox: %s", op, abs, msg)
+}
+
+// hardLink is the error for a write to a file with more than one hard link.
+func hardLink(p, abs string) error {
+	return perr.New(sandbox.CodeHardLink,
+		"write a new file instead, or break the link first with exec (cp FILE FILE.new && mv FILE.new FILE) if you mean to change only this name",
+		"write: %s (%q) has more than one hard link: writing it would change the other names too, which may be outside the workspace", abs, p)
 }

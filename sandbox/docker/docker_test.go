@@ -626,3 +626,61 @@ func TestReapIdle(t *testing.T) {
 		t.Errorf("second reap removed %v, %v; want the 3 others", removed, err)
 	}
 }
+
+// TestWritesRefuseHardLinks: a hard link planted in a bind-mounted
+// workspace before the run names a file outside it on the host; write and
+// edit through it must be refused (the check runs inside the container)
+// and the outside file must stay as it was. A link made inside the
+// container is refused too; files with one link are written as usual.
+func TestWritesRefuseHardLinks(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	p := newTestProvider(t, Options{})
+	dir := hostWorkspace(t)
+	outside := filepath.Join(t.TempDir(), "authorized_keys")
+	if err := os.WriteFile(outside, []byte("ssh-ed25519 AAAA owner\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The outside file belongs to the sandbox's uid, as the files of the
+	// host user whose workspace is bind-mounted do.
+	if err := os.Chown(outside, images.SandboxUID, images.SandboxGID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(outside, filepath.Join(dir, "notes.txt")); err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec(t)
+	spec.WorkspaceDir = dir
+	b := newBackend(t, p, spec)
+	tools := sandbox.New(b)
+
+	err := b.WriteFile(ctx, "notes.txt", []byte("ssh-ed25519 AAAA attacker\n"))
+	if !perr.Has(err, sandbox.CodeHardLink) {
+		t.Fatalf("write through a planted hard link: %v, want %s", err, sandbox.CodeHardLink)
+	}
+	_, err = tools.Edit(ctx, sandbox.EditRequest{Path: "/workspace/notes.txt", OldText: "owner", NewText: "attacker"})
+	if !perr.Has(err, sandbox.CodeHardLink) {
+		t.Fatalf("edit through a planted hard link: %v, want %s", err, sandbox.CodeHardLink)
+	}
+	if got, _ := os.ReadFile(outside); string(got) != "ssh-ed25519 AAAA owner\n" {
+		t.Fatalf("the outside file changed: %q", got)
+	}
+
+	mustExec(t, b, "echo one > a.txt && ln a.txt b.txt")
+	if err := b.WriteFile(ctx, "b.txt", []byte("two\n")); !perr.Has(err, sandbox.CodeHardLink) {
+		t.Fatalf("write to a link made in the container: %v", err)
+	}
+	if got := mustExec(t, b, "cat a.txt"); got != "one\n" {
+		t.Fatalf("a.txt changed through b.txt: %q", got)
+	}
+	mustExec(t, b, "rm b.txt")
+	if _, err := tools.Write(ctx, sandbox.WriteRequest{Path: "a.txt", Content: "three\n"}); err != nil {
+		t.Fatalf("write to a file with one link: %v", err)
+	}
+	if _, err := tools.Write(ctx, sandbox.WriteRequest{Path: "new/dir/c.txt", Content: "new\n"}); err != nil {
+		t.Fatalf("write of a new file: %v", err)
+	}
+	if got := mustExec(t, b, "cat a.txt new/dir/c.txt"); got != "three\nnew\n" {
+		t.Fatalf("after writes: %q", got)
+	}
+}

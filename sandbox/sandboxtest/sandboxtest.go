@@ -44,7 +44,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) (sandbox.Provider, sandbox
 		t.Fatalf("Create(%+v): %v", spec, err)
 	}
 	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), opTimeout)
+		dctx, dcancel := context.WithTimeout(sandbox.WithRun(context.Background(), spec.Owner), opTimeout)
 		defer dcancel()
 		if err := p.Destroy(dctx, sb.Info()); err != nil {
 			t.Errorf("Destroy: %v", err)

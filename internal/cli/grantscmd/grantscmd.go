@@ -14,6 +14,7 @@ import (
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/cli/conn"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/internal/textsafe"
 	"github.com/polos-run/polos/protocol"
 )
 
@@ -94,7 +95,9 @@ func list(c *cli.Context) error {
 		} else {
 			allows = "pattern: " + allows
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.Scope, x.ScopeID, x.Kind, allows, x.DecidedBy, x.At.Format(time.RFC3339))
+		// The pattern is what an agent asked for: shown escaped (textsafe).
+		esc := textsafe.Escape
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(x.ID), esc(string(x.Scope)), esc(x.ScopeID), esc(string(x.Kind)), esc(allows), esc(x.DecidedBy), x.At.Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
