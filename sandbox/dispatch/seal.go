@@ -156,7 +156,7 @@ func loadKey(path string) (Key, error) {
 // an HMAC-SHA256 over every field of info but Seal, each length-prefixed.
 func (k Key) sealOf(ns string, info sandbox.Info) string {
 	mac := hmac.New(sha256.New, k.secret)
-	for _, f := range []string{sealDomain, ns, info.Provider, info.ID, info.Image, info.Workspace, info.Owner, info.SharedBy} {
+	for _, f := range []string{sealDomain, ns, info.Provider, info.ID, info.Image, info.Workspace, info.Confinement, info.Owner, info.SharedBy} {
 		writeField(mac, f)
 	}
 	return sealVersion + "." + k.id + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))

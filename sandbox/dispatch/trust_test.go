@@ -57,10 +57,7 @@ func newTrustEnv(t *testing.T, pol dispatch.Policy, providers ...sandbox.Provide
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	if e.nc, err = nats.Connect(srv.ClientURL()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.nc.Close)
+	e.nc = srv.ConnectAs(t, "executor")
 	if e.client, err = dispatch.NewClient(e.nc, "default", sandbox.ProviderLocal); err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +466,7 @@ func TestHostKey(t *testing.T) {
 	srv := testutil.StartServer(t)
 	root := resolved(t, t.TempDir())
 	o := dispatch.HostOptions{Key: keys[0], Policy: dispatch.Policy{WorkspaceRoots: []string{root}}}
-	ncA, _ := nats.Connect(srv.ClientURL())
+	ncA := srv.ConnectAs(t, "sandbox")
 	hostA, err := dispatch.NewHost(ncA, o, local.New())
 	if err != nil {
 		t.Fatal(err)
