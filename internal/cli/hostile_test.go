@@ -155,10 +155,11 @@ func TestHostileApprovalThroughTheCLI(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = ex.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	serveControl(t, srv)
 
 	var out, errb lockedBuf
 	s := IO{In: strings.NewReader("r\n" + hostileFeed + "\nn\n\n\n"), Out: &out, Err: &errb, InTTY: true}
-	code := Main([]string{"polos", "run", "hostile_approval", "--id", "hostile-1", "--server", srv.ClientURL()}, s)
+	code := Main([]string{"polos", "run", "hostile_approval", "--id", "hostile-1", "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}, s)
 	if code != ExitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
@@ -170,7 +171,7 @@ func TestHostileApprovalThroughTheCLI(t *testing.T) {
 	var tail lockedBuf
 	testutil.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		tail = lockedBuf{}
-		if code := Main([]string{"polos", "tail", "hostile-1", "--server", srv.ClientURL()}, IO{Out: &tail, Err: &errb}); code != ExitOK {
+		if code := Main([]string{"polos", "tail", "hostile-1", "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}, IO{Out: &tail, Err: &errb}); code != ExitOK {
 			t.Fatalf("tail exit %d: %s", code, errb.String())
 		}
 		if !strings.Contains(tail.String(), "completed") {
@@ -184,7 +185,7 @@ func TestHostileApprovalThroughTheCLI(t *testing.T) {
 	}
 
 	var jl lockedBuf
-	if code := Main([]string{"polos", "tail", "hostile-1", "-o", "jsonl", "--server", srv.ClientURL()}, IO{Out: &jl, Err: &errb}); code != ExitOK {
+	if code := Main([]string{"polos", "tail", "hostile-1", "-o", "jsonl", "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}, IO{Out: &jl, Err: &errb}); code != ExitOK {
 		t.Fatalf("tail -o jsonl exit %d: %s", code, errb.String())
 	}
 	for _, r := range jl.String() {

@@ -305,7 +305,7 @@ func (h *Host) create(ctx context.Context, p sandbox.Provider, req Request) (any
 // bare is info without what the host adds (owner, seal): what a provider
 // made and reads.
 func bare(info sandbox.Info) sandbox.Info {
-	return sandbox.Info{Provider: info.Provider, ID: info.ID, Image: info.Image, Workspace: info.Workspace}
+	return sandbox.Info{Provider: info.Provider, ID: info.ID, Image: info.Image, Workspace: info.Workspace, Confinement: info.Confinement}
 }
 
 // runTool decodes the tool request of op and runs it on sb.
