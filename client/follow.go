@@ -37,7 +37,7 @@ func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn fu
 			}
 			return err
 		}
-		evs, ok := decodeMsg(m)
+		evs, ok := c.decodeMsg(m)
 		if !ok {
 			continue
 		}
@@ -159,7 +159,7 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 					}
 					return
 				}
-				evs, ok := decodeMsg(m)
+				evs, ok := c.decodeMsg(m)
 				if !ok {
 					continue
 				}
@@ -244,16 +244,13 @@ func (c *Client) partitionIterator(ctx context.Context, stream string, filters [
 }
 
 // decodeMsg decodes a stored message into its run events (events.Expand);
-// undecodable messages (not written by Polos) are skipped.
-func decodeMsg(m jetstream.Msg) ([]events.Event, bool) {
+// a message that cannot be read becomes an events.Unreadable stand-in
+// (events.ReadMessage), so followers see the damage at its sequence.
+func (c *Client) decodeMsg(m jetstream.Msg) ([]events.Event, bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		return nil, false
 	}
-	ev, err := events.Decode(m.Data())
-	if err != nil {
-		return nil, false
-	}
-	ev.Seq = md.Sequence.Stream
-	return events.Expand(ev), true
+	runID := events.RunIDOfSubject(c.ns, m.Subject())
+	return events.ReadMessage(c.ns, runID, events.StoredMsg{Stream: md.Stream, Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Data: m.Data()}), true
 }

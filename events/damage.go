@@ -68,15 +68,16 @@ type StoredMsg struct {
 // Damage describes one unreadable message of a run's history: where it is,
 // what was found and what is wrong with it.
 type Damage struct {
-	Seq       uint64 `json:"seq"`
-	Stream    string `json:"stream"`
-	Partition int    `json:"partition"`
-	Subject   string `json:"subject,omitempty"`
-	Size      int    `json:"size,omitempty"` // bytes stored (not known for an event out of place)
-	Head      string `json:"head,omitempty"` // the first DefaultHeadBytes bytes, hex
-	Code      string `json:"code"`           // why it is unreadable: a decode code, EVENT_WRONG_RUN or EVENT_OUT_OF_PLACE
-	Reason    string `json:"reason"`
-	Found     string `json:"found,omitempty"` // what a decodable event says it is
+	Seq       uint64    `json:"seq"`
+	Stream    string    `json:"stream"`
+	Partition int       `json:"partition"`
+	Subject   string    `json:"subject,omitempty"`
+	Size      int       `json:"size,omitempty"` // bytes stored (not known for an event out of place)
+	Head      string    `json:"head,omitempty"` // the first DefaultHeadBytes bytes, hex
+	Code      string    `json:"code"`           // why it is unreadable: a decode code, EVENT_WRONG_RUN or EVENT_OUT_OF_PLACE
+	Reason    string    `json:"reason"`
+	Found     string    `json:"found,omitempty"`     // what a decodable event says it is
+	StoredAt  time.Time `json:"stored_at,omitempty"` // when the server stored it (not known for an event out of place)
 }
 
 // String renders d for an error message or a log line.
@@ -174,6 +175,9 @@ func DamageOf(e Event) (d Damage, ok bool) {
 	d = Damage{Seq: e.Seq, Stream: e.Attr(attrStream), Subject: e.Attr(attrSubject), Head: e.Attr(attrHead), Found: e.Attr(attrFound)}
 	d.Partition, _ = strconv.Atoi(e.Attr(attrPartition))
 	d.Size, _ = strconv.Atoi(e.Attr(attrSize))
+	if e.Time > 0 {
+		d.StoredAt = e.At()
+	}
 	if e.Err != nil {
 		d.Code, d.Reason = e.Err.Code, e.Err.Message
 	}

@@ -31,19 +31,14 @@ type Vetter struct {
 	digests map[string]uint64 // digest -> seq of the message that had it
 }
 
-// NewVetter returns a vetter that has seen hist (a full history from its
-// first message, as Load returns it).
-func NewVetter(hist []Event) *Vetter {
-	v := &Vetter{digests: map[string]uint64{}}
-	eachMessage(hist, func(msg []Event) { v.Check(msg) })
-	return v
-}
-
 // Vet returns hist with every message that cannot stand where it is
 // replaced by an Unreadable stand-in (hist itself when all can). hist must
 // be a full history, from its first message.
 func Vet(hist []Event) []Event {
-	v := &Vetter{digests: make(map[string]uint64, len(hist))}
+	return (&Vetter{digests: make(map[string]uint64, len(hist))}).vet(hist)
+}
+
+func (v *Vetter) vet(hist []Event) []Event {
 	var out []Event
 	i := 0
 	eachMessage(hist, func(msg []Event) {
@@ -96,8 +91,10 @@ func (v *Vetter) Check(msg []Event) []Event {
 	maxPos := v.maxPos
 	for _, e := range msg {
 		switch {
-		case e.Type == RunStarted && !first:
+		case e.Type == RunStarted && !first && v.startAt > 0:
 			reason = fmt.Sprintf("a second run_started (the run started at seq %d)", v.startAt)
+		case e.Type == RunStarted && !first:
+			reason = "a run_started after the run's first message"
 		case e.Type != RunStarted && first:
 			reason = fmt.Sprintf("a run's first event is run_started, this one is %s", e.Type)
 		case e.Pos > maxPos+1 && !v.blind:
@@ -129,4 +126,10 @@ func (v *Vetter) Check(msg []Event) []Event {
 		v.digests[own.Digest] = own.Seq
 	}
 	return msg
+}
+
+// Vet is the package function Vet done by v: afterwards v has seen hist
+// and Checks what comes after it. v must be new.
+func (v *Vetter) Vet(hist []Event) []Event {
+	return v.vet(hist)
 }
