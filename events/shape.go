@@ -55,13 +55,13 @@ func checkShape(b []byte) error {
 		}
 		i += n
 		if items >= 0 { // a container
-			limit, kind := MaxPriors, "array"
+			limit, kind := MaxPriors, "an array"
 			if isMap {
-				limit, kind = MaxAttrs, "map"
+				limit, kind = MaxAttrs, "a map"
 			}
 			if items > limit {
 				return perr.New(CodeGarbage, "only Polos should publish on polos.<ns>.run.> subjects",
-					"the event body declares a %s of %d entries; Polos events hold at most %d", kind, items, limit)
+					"the event body declares %s of %d entries; Polos events hold at most %d", kind, items, limit)
 			}
 			if isMap {
 				items *= 2
