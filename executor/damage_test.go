@@ -46,7 +46,7 @@ func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 // workflows that wait for a person ("wait") or run a step until released
 // ("busy").
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *testutil.Server
 	cl      *client.Client
 	ex      *executor.Executor
@@ -56,7 +56,7 @@ type rig struct {
 	release map[string]chan struct{}
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	r := &rig{t: t, srv: testutil.StartServer(t), logs: &lockedBuf{}, started: map[string]chan struct{}{}, release: map[string]chan struct{}{}}
 	reg := polos.NewRegistry()
@@ -357,4 +357,15 @@ func TestGarbageOnARunSubjectParksTheRun(t *testing.T) {
 	if s := r.status(healthy); s.Status != events.StatusWaiting || s.DamagedMessages != 0 {
 		t.Fatalf("the run whose event was copied is untouched: %+v", s)
 	}
+}
+
+func statusIs(r *rig, id, want string) error {
+	s, err := r.cl.Status(context.Background(), id)
+	if err != nil {
+		return err
+	}
+	if s.Status != want {
+		return fmt.Errorf("run %s is %s, want %s", id, s.Status, want)
+	}
+	return nil
 }
