@@ -8,7 +8,6 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"errors"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,7 +359,7 @@ func (c *Client) Result(ctx context.Context, id string) (events.Summary, error) 
 			return s, err
 		}
 		switch s.Status {
-		case events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
+		case events.StatusCompleted, events.StatusFailed, events.StatusCancelled, events.StatusDamaged:
 			return s, nil
 		}
 		if err := c.waitTerminal(ctx, id, s.LastSeq); err != nil {
@@ -392,7 +391,7 @@ func (c *Client) waitTerminal(ctx context.Context, id string, after uint64) erro
 			}
 			return perr.Wrap(err, CodeUnreachable, "", "cannot wait for run %s", id)
 		}
-		evs, ok := decodeMsg(m)
+		evs, ok := c.decodeMsg(m)
 		if ok && evs[len(evs)-1].Type.IsTerminal() {
 			return nil
 		}
@@ -427,6 +426,8 @@ func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (ev
 		switch s.Status {
 		case events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
 			return perr.New(CodeRunFinished, "nothing to decide", "run %s is %s", id, s.Status)
+		case events.StatusDamaged: // nothing is decided on a history that cannot be replayed
+			return perr.New(events.CodeRunDamaged, "see `polos status "+id+"`: restore the stream, or cancel the run", "run %s is damaged; no step can be decided", id)
 		}
 		for _, e := range h {
 			if e.Type == events.Resumed && e.Key == stepKey {
@@ -550,41 +551,11 @@ type ListFilter struct {
 	Limit  int
 }
 
-// List reads the derived run index, newest first.
+// List reads the derived run index, newest first (ListRuns also reports
+// entries it could not read).
 func (c *Client) List(ctx context.Context, f ListFilter) ([]events.Summary, error) {
-	if c.operator != "" {
-		return c.listRemote(ctx, f)
-	}
-	kv, err := c.js.KeyValue(ctx, protocol.RunsKV)
-	if err != nil {
-		return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run index unavailable")
-	}
-	lister, err := kv.ListKeysFiltered(ctx, protocol.IndexFilter(c.ns))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	var out []events.Summary
-	for k := range lister.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var s events.Summary
-		if json.Unmarshal(e.Value(), &s) != nil {
-			continue
-		}
-		if (f.Status == "" || s.Status == f.Status) && (f.Agent == "" || s.Agent == f.Agent) {
-			out = append(out, s)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
-	}
-	return out, nil
+	l, err := c.ListRuns(ctx, f)
+	return l.Runs, err
 }
 
 // ErrStop ends Follow without an error.

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/index"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/replay"
@@ -103,18 +104,23 @@ func (c *Client) resumeRemote(ctx context.Context, id, stepKey string, d Decisio
 	return s, err
 }
 
-func (c *Client) listRemote(ctx context.Context, f ListFilter) ([]events.Summary, error) {
+func (c *Client) listRemote(ctx context.Context, f ListFilter) (index.Listing, error) {
 	var r protocol.ListReply
+	var l index.Listing
 	if err := c.Control(ctx, protocol.CtlList, protocol.ListRequest{Status: f.Status, Agent: f.Agent, Limit: f.Limit}, &r); err != nil {
-		return nil, err
+		return l, err
 	}
-	var out []events.Summary
 	if len(r.Runs) > 0 {
-		if err := json.Unmarshal(r.Runs, &out); err != nil {
-			return nil, perr.Wrap(err, CodeUnreachable, "", "malformed run list")
+		if err := json.Unmarshal(r.Runs, &l.Runs); err != nil {
+			return l, perr.Wrap(err, CodeUnreachable, "", "malformed run list")
 		}
 	}
-	return out, nil
+	if len(r.Unreadable) > 0 {
+		if err := json.Unmarshal(r.Unreadable, &l.Unreadable); err != nil {
+			return l, perr.Wrap(err, CodeUnreachable, "", "malformed run list")
+		}
+	}
+	return l, nil
 }
 
 // WhoAmI asks the control service which identity it takes this client for.

@@ -34,7 +34,7 @@ func (c *Client) Follow(ctx context.Context, runID string, fromSeq uint64, fn fu
 			}
 			return err
 		}
-		evs, ok := decodeMsg(m)
+		evs, ok := c.decodeMsg(m)
 		if !ok {
 			continue
 		}
@@ -151,7 +151,7 @@ func (c *Client) FollowAll(ctx context.Context, o FollowOptions, fn func(events.
 					}
 					return
 				}
-				evs, ok := decodeMsg(m)
+				evs, ok := c.decodeMsg(m)
 				if !ok {
 					continue
 				}
@@ -232,12 +232,8 @@ func (c *Client) partitionFollower(ctx context.Context, stream, filter string, f
 }
 
 // decodeMsg decodes a stored message into its run events (events.Expand);
-// undecodable messages (not written by Polos) are skipped.
-func decodeMsg(m protocol.Stored) ([]events.Event, bool) {
-	ev, err := events.Decode(m.Data)
-	if err != nil {
-		return nil, false
-	}
-	ev.Seq = m.Seq
-	return events.Expand(ev), true
+// a message that cannot be read becomes an events.Unreadable stand-in
+// (events.ReadMessage), so followers see the damage at its sequence.
+func (c *Client) decodeMsg(m protocol.Stored) ([]events.Event, bool) {
+	return events.ReadMessage(c.ns, events.RunIDOfSubject(c.ns, m.Subject), m), true
 }

@@ -190,6 +190,7 @@ var handlers = map[string]handler{
 	protocol.CtlRevokeGrant: revokeGrant,
 	protocol.CtlBudgets:     budgets,
 	protocol.CtlSetBudget:   setBudget,
+	protocol.CtlRebuild:     rebuildIndex,
 }
 
 func opNames() string {
@@ -274,15 +275,26 @@ func list(ctx context.Context, s *Service, _ caller, data []byte) (any, error) {
 	if err := decode("list", data, &r); err != nil {
 		return nil, err
 	}
-	runs, err := s.o.Client.List(ctx, client.ListFilter{Status: r.Status, Agent: r.Agent, Limit: r.Limit})
+	l, err := s.o.Client.ListRuns(ctx, client.ListFilter{Status: r.Status, Agent: r.Agent, Limit: r.Limit})
 	if err != nil {
 		return nil, err
 	}
-	if runs == nil {
-		runs = []events.Summary{}
+	if l.Runs == nil {
+		l.Runs = []events.Summary{}
 	}
-	b, err := json.Marshal(runs)
-	return protocol.ListReply{Runs: b}, err
+	runs, err := json.Marshal(l.Runs)
+	if err != nil {
+		return nil, err
+	}
+	reply := protocol.ListReply{Runs: runs}
+	if len(l.Unreadable) > 0 {
+		reply.Unreadable, err = json.Marshal(l.Unreadable)
+	}
+	return reply, err
+}
+
+func rebuildIndex(ctx context.Context, s *Service, _ caller, _ []byte) (any, error) {
+	return s.o.Client.RebuildIndex(ctx)
 }
 
 func grants(ctx context.Context, s *Service, _ caller, data []byte) (any, error) {

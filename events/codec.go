@@ -60,8 +60,10 @@ func Digest(b []byte) string {
 	return hex.EncodeToString(h[:16])
 }
 
-// Decode parses wire bytes. It never panics: garbage, a truncated message
-// or an unknown format version give a coded error saying what was found.
+// Decode parses wire bytes. It never panics and its memory use is bounded
+// by a small multiple of len(b): garbage, a truncated message, a shape no
+// Polos writer produces (checkShape) or an unknown format version give a
+// coded error saying what was found.
 func Decode(b []byte) (Event, error) {
 	var e Event
 	if len(b) < 2 {
@@ -75,6 +77,9 @@ func Decode(b []byte) (Event, error) {
 	if b[1] == 0 || b[1] > FormatVersion {
 		return e, perr.New(CodeUnknownVersion, "upgrade this Polos binary to read histories written by a newer one",
 			"event format version %d, this binary reads versions 1..%d", b[1], FormatVersion)
+	}
+	if err := checkShape(b[2:]); err != nil {
+		return Event{}, err
 	}
 	dec := msgpack.NewDecoder(bytes.NewReader(b[2:]))
 	dec.DisallowUnknownFields(false)
@@ -92,14 +97,18 @@ func Decode(b []byte) (Event, error) {
 		return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
 			"event has no type or run ID (type %q, run %q)", e.Type, e.RunID)
 	}
+	if e.Type == Unreadable || e.Pos < 0 {
+		return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
+			"event has type %q and position %d (type %q is reserved for readers; positions are never negative)", e.Type, e.Pos, Unreadable)
+	}
 	if len(e.Prior) > 0 && e.V < 2 {
 		return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
 			"a version %d event carries %d prior events; priors need version 2", e.V, len(e.Prior))
 	}
 	for i, p := range e.Prior {
-		if p.Type == "" || len(p.Prior) > 0 {
+		if p.Type == "" || len(p.Prior) > 0 || p.Type == Unreadable || p.Pos < 0 {
 			return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
-				"prior event %d of a %s event has no type or nests priors", i, e.Type)
+				"prior event %d of a %s event has no type, a reserved type, a negative position or nested priors", i, e.Type)
 		}
 	}
 	e.Digest = Digest(b)

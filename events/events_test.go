@@ -70,8 +70,17 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{'P', 1, 0x80})
 	withPrior, _ := events.Encode(&events.Event{Type: events.StepStarted, RunID: "r", Pos: 2, Prior: []events.Event{{Type: events.StepCompleted, Pos: 1, Data: []byte("1")}}})
 	f.Add(withPrior)
+	f.Add([]byte{'P', 2, 0x81, 0xa2, 'p', 'r', 0xdd, 0x0f, 0xff, 0xff, 0xff}) // was: fatal out of memory
+	f.Add([]byte{'P', 1, 0x81, 0xa1, 'x', 0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{'P', 1, 0x81, 0xa1, 'd', 0xc6, 0xff, 0xff, 0xff, 0xff})
+	f.Add(append([]byte{'P', 1, 0x81, 0xa1, 'x'}, bytes.Repeat([]byte{0x91}, 64)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ev, err := events.Decode(b)
+		var ev events.Event
+		var err error
+		// Memory is bounded by the input, not by what it declares.
+		if n := allocated(func() { ev, err = events.Decode(b) }); n > uint64(1<<20+64*len(b)) {
+			t.Fatalf("decoding %d bytes allocated %d bytes", len(b), n)
+		}
 		if err != nil {
 			if perr.CodeOf(err) == "" {
 				t.Fatalf("uncoded error: %v", err)

@@ -84,17 +84,28 @@ type ConflictError struct {
 
 func (c *ConflictError) Error() string {
 	found := "nothing"
-	if c.Found != nil {
+	if d, ok := DamageOf(derefEvent(c.Found)); ok {
+		found = "an unreadable " + d.String()
+	} else if c.Found != nil {
 		found = fmt.Sprintf("%s (pos %d, name %q, writer %s) at seq %d", c.Found.Type, c.Found.Pos, c.Found.Name, c.Found.Writer, c.Found.Seq)
 	}
 	fix := ""
 	switch c.Code {
+	case CodeRunDamaged:
+		fix = "none here: the run is parked as damaged (see `polos status`)"
 	case CodeLostOwnership:
 		fix = "none needed: another executor owns the run now; this one stops"
 	case CodeSignalArrived:
 		fix = "none needed: reload the history and append again"
 	}
 	return perr.New(c.Code, fix, "append expected last sequence %d, found %s", c.Expected, found).Error()
+}
+
+func derefEvent(e *Event) Event {
+	if e == nil {
+		return Event{}
+	}
+	return *e
 }
 
 // Is lets perr.CodeOf-style checks work through errors.As on *perr.Error.
@@ -196,8 +207,10 @@ func (s *Store) StreamOf(runID string) string { return protocol.RunsStreamOf(run
 // bytes are there the append succeeded (no duplicate is written). A
 // conflict returns *ConflictError whose Code says what happened:
 // CodeRunExists (creating an existing run), CodeSignalArrived,
-// CodeLostOwnership or CodeNonDeterminism. Payloads over BlobThreshold are
-// stored in the object store first.
+// CodeLostOwnership, CodeNonDeterminism, or CodeRunDamaged when the message
+// after expectedSeq is unreadable (an append lands after bytes that cannot
+// be read only when the caller names their sequence: docs/adr/0007).
+// Payloads over BlobThreshold are stored in the object store first.
 func (s *Store) Append(ctx context.Context, runID string, expectedSeq uint64, ev *Event) (uint64, error) {
 	if err := ValidateID("run ID", runID); err != nil {
 		return 0, err
@@ -282,6 +295,8 @@ func (s *Store) resolveConflict(ctx context.Context, runID string, expectedSeq u
 func (s *Store) classify(runID string, expectedSeq uint64, ev, found *Event) (uint64, error) {
 	code := CodeLostOwnership
 	switch {
+	case found.Type == Unreadable:
+		code = CodeRunDamaged
 	case expectedSeq == 0 && ev.Type == RunStarted:
 		code = CodeRunExists
 	case found.Type.IsSignal():
@@ -347,27 +362,59 @@ func (s *Store) Load(ctx context.Context, runID string, afterSeq uint64) ([]Even
 
 // readBatch does one batched direct get: up to n events of the run starting
 // at sequence from. pending is how many matching messages remain after it.
+// A message that cannot be read becomes an Unreadable stand-in
+// (ReadMessage), never an error.
 func (s *Store) readBatch(ctx context.Context, runID string, from uint64, n int) ([]Event, uint64, error) {
-	msgs, pending, err := s.reader.Batch(ctx, s.StreamOf(runID), s.RunFilter(runID), from, n)
+	var out []Event
+	pending, err := s.readRaw(ctx, runID, from, n, func(m StoredMsg) {
+		out = append(out, ReadMessage(s.ns, runID, m)...)
+	})
 	if err != nil {
-		return nil, 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?)", "cannot read run %s", runID)
-	}
-	out := make([]Event, 0, len(msgs))
-	for _, m := range msgs {
-		ev, err := Decode(m.Data)
-		if err != nil {
-			return nil, 0, perr.Wrap(err, perr.CodeOf(err), "inspect it with `polos history "+runID+"`", "event at seq %d of run %s is unreadable", m.Seq, runID)
-		}
-		ev.Seq = m.Seq
-		out = append(out, Expand(ev)...)
+		return nil, 0, err
 	}
 	return out, pending, nil
 }
 
+// readRaw does one batched direct get of up to n messages of the run from
+// sequence from and calls fn with each as stored. pending is how many
+// matching messages remain after them.
+func (s *Store) readRaw(ctx context.Context, runID string, from uint64, n int, fn func(StoredMsg)) (uint64, error) {
+	msgs, pending, err := s.reader.Batch(ctx, s.StreamOf(runID), s.RunFilter(runID), from, n)
+	if err != nil {
+		return 0, perr.Wrap(err, CodeStoreIO, "check that the NATS server is up (polosd running?)", "cannot read run %s", runID)
+	}
+	for _, m := range msgs {
+		fn(m)
+	}
+	return pending, nil
+}
+
+// RawHistory returns every stored message of the run as it is, decodable
+// or not (`polos history <run> --raw`).
+func (s *Store) RawHistory(ctx context.Context, runID string) ([]StoredMsg, error) {
+	if err := ValidateID("run ID", runID); err != nil {
+		return nil, err
+	}
+	var out []StoredMsg
+	from := uint64(1)
+	for {
+		pending, err := s.readRaw(ctx, runID, from, DefaultReadBatch, func(m StoredMsg) { out = append(out, m) })
+		if err != nil {
+			return nil, err
+		}
+		if pending == 0 || len(out) == 0 {
+			return out, nil
+		}
+		from = out[len(out)-1].Seq + 1
+	}
+}
+
 // LoadOrdered reads the run's events after afterSeq through an ordered
-// consumer (no blob loading). Load uses it for long histories.
+// consumer (no blob loading). Load uses it for long histories. Unreadable
+// messages become stand-ins, as in Load.
 func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) ([]Event, error) {
-	c, err := s.js.OrderedConsumer(ctx, s.StreamOf(runID), jetstream.OrderedConsumerConfig{
+	stream := s.StreamOf(runID)
+	c, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{s.RunFilter(runID)},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    afterSeq + 1,
@@ -381,37 +428,35 @@ func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) 
 	}
 	total := int(info.NumPending)
 	out := make([]Event, 0, total)
-	for len(out) < total {
-		batch, err := c.FetchNoWait(total - len(out))
+	read := func(m jetstream.Msg) {
+		md, _ := m.Metadata()
+		sm := StoredMsg{Stream: stream, Subject: m.Subject(), Data: m.Data()}
+		if md != nil {
+			sm.Seq, sm.Time = md.Sequence.Stream, md.Timestamp
+		}
+		out = append(out, ReadMessage(s.ns, runID, sm)...)
+	}
+	for msgs := 0; msgs < total; {
+		batch, err := c.FetchNoWait(total - msgs)
 		if err != nil {
 			return nil, perr.Wrap(err, CodeStoreIO, "", "cannot read run %s", runID)
 		}
 		got := 0
 		for m := range batch.Messages() {
-			md, _ := m.Metadata()
-			ev, err := Decode(m.Data())
-			if err != nil {
-				return nil, err
-			}
-			ev.Seq = md.Sequence.Stream
-			out = append(out, Expand(ev)...)
+			read(m)
 			got++
 		}
 		if got == 0 {
-			b2, err := c.Fetch(total-len(out), jetstream.FetchMaxWait(time.Second))
+			b2, err := c.Fetch(total-msgs, jetstream.FetchMaxWait(time.Second))
 			if err != nil {
 				return nil, err
 			}
 			for m := range b2.Messages() {
-				md, _ := m.Metadata()
-				ev, err := Decode(m.Data())
-				if err != nil {
-					return nil, err
-				}
-				ev.Seq = md.Sequence.Stream
-				out = append(out, Expand(ev)...)
+				read(m)
+				got++
 			}
 		}
+		msgs += got
 	}
 	return out, nil
 }

@@ -13,7 +13,18 @@ const (
 	StatusCompleted = "completed"
 	StatusFailed    = "failed"
 	StatusCancelled = "cancelled"
+	// StatusDamaged: the history holds a message that cannot be read, so
+	// the run cannot be replayed; it is parked until an operator restores
+	// the stream or cancels the run (Summary.Damage says where and what;
+	// docs/adr/0007-unreadable-events.md).
+	StatusDamaged = "damaged"
 )
+
+// IsFinal reports whether status is one a run never leaves (completed,
+// failed or cancelled).
+func IsFinal(status string) bool {
+	return status == StatusCompleted || status == StatusFailed || status == StatusCancelled
+}
 
 // Waiting kinds.
 const (
@@ -57,19 +68,27 @@ type Summary struct {
 	// ExecUnconfined: a sandbox of this run runs commands unconfined on
 	// its host (an AnnotationExecUnconfined was recorded).
 	ExecUnconfined bool `json:"exec_unconfined,omitempty"`
+	// Damage lists the history's unreadable messages (at most
+	// MaxReportedDamage; DamagedMessages counts them all). A run with
+	// damage and no final event has status damaged; a finished run keeps
+	// its status and still reports the damage.
+	Damage          []Damage `json:"damage,omitempty"`
+	DamagedMessages int      `json:"damaged_messages,omitempty"`
 }
 
 // AnnotationExecUnconfined is the annotation an agent records when its
 // sandbox runs exec unconfined (the local provider's unsafe mode).
 const AnnotationExecUnconfined = "exec_unconfined"
 
-// Summarize derives a run's summary from its history. It is pure.
+// Summarize derives a run's summary from its full history (vetted with Vet
+// first, so a message out of place counts as damage). It is pure.
 func Summarize(hist []Event) Summary {
 	var s Summary
 	if len(hist) == 0 {
 		return s
 	}
-	first := hist[0]
+	hist = Vet(hist)
+	first := hist[0] // run_started, or the stand-in of an unreadable first message
 	s.ID = first.RunID
 	s.Agent = first.Attr("workflow")
 	s.Parent = first.Attr("parent")
@@ -144,6 +163,11 @@ func Summarize(hist []Event) Summary {
 		s.Status = StatusWaiting
 	} else if s.Status != StatusRunning {
 		s.Waiting = nil
+	}
+	if s.Damage, s.DamagedMessages = Damages(hist); s.DamagedMessages > 0 && !IsFinal(s.Status) {
+		s.Status, s.Waiting = StatusDamaged, nil
+		err := DamagedError(s.ID, s.Damage, s.DamagedMessages)
+		s.Error = &ErrorInfo{Code: string(err.Code), Message: err.Error()}
 	}
 	return s
 }

@@ -12,13 +12,16 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/index"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
@@ -57,7 +60,11 @@ type Options struct {
 	// was one append (docs/adr/0004-group-commit.md). Also
 	// POLOS_GROUP_COMMIT=1.
 	GroupCommit bool
-	Logger      *slog.Logger
+	// NoDamageWatch turns off the watch of run subjects for unreadable
+	// messages (watchDamage); a damaged run is then parked by its next
+	// task only.
+	NoDamageWatch bool
+	Logger        *slog.Logger
 	// Hooks for tests and metrics.
 	OnOutcome func(runID string, o replay.Outcome)
 }
@@ -75,6 +82,10 @@ type Executor struct {
 	locks   map[string]*runLock
 	cache   *historyCache
 	slots   *ratelimit.Slots
+
+	reported *onceSet // what was logged already (damage, unknown workflows)
+	kicked   *onceSet // damaged runs the watch queued recently
+	stats    struct{ advances, acked, retried, terminated atomic.Int64 }
 }
 
 // New returns an executor; call Run to start it.
@@ -105,7 +116,8 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg Registry, o Options) (*Execu
 	if o.GroupCommit || os.Getenv(EnvGroupCommit) == "1" {
 		st.EnableGroupCommit()
 	}
-	return &Executor{store: st, js: js, nc: nc, reg: reg, opts: o, log: o.Logger, cache: newHistoryCache(o.CacheSize), locks: map[string]*runLock{}, slots: ratelimit.NewSlots(js, o.Namespace)}, nil
+	return &Executor{store: st, js: js, nc: nc, reg: reg, opts: o, log: o.Logger, cache: newHistoryCache(o.CacheSize), locks: map[string]*runLock{}, slots: ratelimit.NewSlots(js, o.Namespace),
+		reported: newOnceSet(DefaultReportedSetSize, 0), kicked: newOnceSet(DefaultReportedSetSize, damageKickEvery)}, nil
 }
 
 // Store exposes the executor's event store (tests inject faults through it).
@@ -127,6 +139,14 @@ func (e *Executor) Run(ctx context.Context) error {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull tasks")
 	}
 	go func() { <-ctx.Done(); iter.Drain() }()
+	if !e.opts.NoDamageWatch {
+		stopWatch, err := e.watchDamage(ctx)
+		if err != nil {
+			iter.Stop()
+			return err
+		}
+		defer stopWatch()
+	}
 	sem := make(chan struct{}, e.opts.Concurrency)
 	var wg sync.WaitGroup
 	for {
@@ -152,35 +172,88 @@ func (e *Executor) Run(ctx context.Context) error {
 func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 	var t protocol.Task
 	if err := json.Unmarshal(msg.Data(), &t); err != nil || events.ValidateID("run ID", t.RunID) != nil {
-		e.log.Error("dropping malformed task", "subject", msg.Subject(), "payload", string(msg.Data()))
-		_ = msg.Term()
+		e.log.Error("dropping malformed task", "subject", msg.Subject(), "size", len(msg.Data()), "payload", preview(msg.Data()))
+		e.settle(msg, settleTerm, 0)
 		return
 	}
 	stop := heartbeat(msg)
 	defer stop()
 	o, err := e.Advance(ctx, t.RunID)
+	how, delay := e.verdict(t.RunID, o, err)
+	e.settle(msg, how, delay)
+}
+
+// How a task is settled.
+type settlement int
+
+const (
+	settleAck  settlement = iota // done
+	settleNak                    // offered again after a delay
+	settleTerm                   // never offered again
+)
+
+// verdict decides what becomes of the task that advanced runID with
+// outcome o and error err, and logs what an operator must know, once.
+func (e *Executor) verdict(runID string, o replay.Outcome, err error) (settlement, time.Duration) {
 	if perr.CodeOf(err) == CodeRunBusy {
-		_ = msg.NakWithDelay(DefaultBusyDelay)
-		return
+		return settleNak, DefaultBusyDelay
 	}
 	if ahead, ok := waitingForSlot(err); ok {
-		_ = msg.NakWithDelay(slotRetryDelay(ahead))
-		return
+		return settleNak, slotRetryDelay(ahead)
 	}
-	if err != nil || o.Kind == replay.Infrastructure {
-		if err == nil {
-			err = o.Err
-		}
-		if perr.CodeOf(err) == replay.CodeWorkflowNotFound || perr.CodeOf(err) == events.CodeRunNotFound {
-			e.log.Error("cannot advance run", "run", t.RunID, "err", err)
-			_ = msg.Term()
-			return
-		}
-		e.log.Warn("advancing run failed; task will be retried", "run", t.RunID, "err", err)
-		_ = msg.NakWithDelay(DefaultRetryDelay)
-		return
+	if err == nil && o.Kind != replay.Infrastructure {
+		return settleAck, 0
 	}
-	_ = msg.Ack()
+	if err == nil {
+		err = o.Err
+	}
+	var unknown *unknownWorkflow
+	switch code := perr.CodeOf(err); {
+	case code == events.CodeRunDamaged:
+		return settleTerm, 0 // logged once by damaged
+	case code == events.CodeRunNotFound:
+		e.log.Error("dropping a task for a run with no history", "run", runID, "err", err)
+		return settleTerm, 0
+	case code == replay.CodeWorkflowNotFound && errors.As(err, &unknown):
+		// Another executor may serve it: hand the task back, slowly.
+		if e.reported.first("workflow:"+unknown.name, time.Now()) {
+			e.log.Error("tasks for a workflow this executor does not serve are offered again every "+DefaultUnknownWorkflowDelay.String()+" (logged once per workflow)",
+				"workflow", unknown.name, "run", runID, "err", err)
+		}
+		return settleNak, DefaultUnknownWorkflowDelay
+	}
+	e.log.Warn("advancing run failed; task will be retried", "run", runID, "err", err)
+	return settleNak, DefaultRetryDelay
+}
+
+func (e *Executor) settle(msg jetstream.Msg, how settlement, delay time.Duration) {
+	switch how {
+	case settleAck:
+		e.stats.acked.Add(1)
+		_ = msg.Ack()
+	case settleNak:
+		e.stats.retried.Add(1)
+		_ = msg.NakWithDelay(delay)
+	case settleTerm:
+		e.stats.terminated.Add(1)
+		_ = msg.Term()
+	}
+}
+
+// unknownWorkflow is the cause of a CodeWorkflowNotFound error of Advance.
+type unknownWorkflow struct{ name string }
+
+func (u *unknownWorkflow) Error() string {
+	return "workflow " + strconv.Quote(u.name) + " is not registered here"
+}
+
+// preview is a loggable prefix of a payload of any size.
+func preview(b []byte) string {
+	const n = 64
+	if len(b) <= n {
+		return strconv.Quote(string(b))
+	}
+	return strconv.Quote(string(b[:n])) + "..."
 }
 
 func heartbeat(msg jetstream.Msg) func() {
@@ -235,6 +308,7 @@ type runLock struct {
 // It first takes the run's lease; if another live executor holds it, it
 // returns a CodeRunBusy error and does nothing.
 func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, error) {
+	e.stats.advances.Add(1)
 	unlock := e.lock(runID)
 	defer unlock()
 	l, err := e.acquireLease(ctx, runID)
@@ -249,10 +323,14 @@ func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, e
 	if len(hist) == 0 {
 		return replay.Outcome{}, perr.New(events.CodeRunNotFound, "", "run %s has no history", runID)
 	}
+	vet := new(events.Vetter)
+	if hist = vet.Vet(hist); isDamaged(hist) {
+		return e.damaged(ctx, runID, hist)
+	}
 	name := hist[0].Attr("workflow")
 	wf, ok := e.reg.Lookup(name)
 	if !ok {
-		return replay.Outcome{}, perr.New(replay.CodeWorkflowNotFound, "register the workflow in this executor (polos.yaml or polos.Register)",
+		return replay.Outcome{}, perr.Wrap(&unknownWorkflow{name: name}, replay.CodeWorkflowNotFound, "register the workflow in this executor (polos.yaml or polos.Register)",
 			"run %s needs workflow %q, which this executor does not have", runID, name)
 	}
 	slot, hist, err := e.takeSlot(ctx, runID, hist)
@@ -262,22 +340,32 @@ func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, e
 	if slot != nil {
 		defer func() { hist = e.releaseSlot(ctx, runID, slot, hist, false) }()
 	}
-	j := &journal{store: e.store, runID: runID, last: hist[len(hist)-1].Seq}
+	j := &journal{store: e.store, runID: runID, last: hist[len(hist)-1].Seq, vet: vet}
 	fx := &effects{store: e.store, js: e.js, ns: e.opts.Namespace, queue: hist[0].Attr("queue")}
 	r, err := replay.NewRunner(hist, j, fx)
 	if err != nil {
 		return replay.Outcome{}, err
 	}
 	r.Namespace = e.opts.Namespace
-	// A cancel request published while a step runs cancels the step's context.
-	sub, _ := e.nc.Subscribe(e.store.Subject(runID, events.CancelRequest), func(*nats.Msg) { r.RequestCancel() })
+	// A cancel request published while a step runs cancels the step's
+	// context (only a real one: anything else on that subject is damage,
+	// found at the next append).
+	sub, _ := e.nc.Subscribe(e.store.Subject(runID, events.CancelRequest), func(m *nats.Msg) {
+		if ev, err := events.Decode(m.Data); err == nil && ev.Type == events.CancelRequest && ev.RunID == runID {
+			r.RequestCancel()
+		}
+	})
 	o := r.Run(ctx, wf)
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
 	hist = r.History()
+	damaged := e.recheckDamage(ctx, runID, o)
 	if slot != nil {
-		hist = e.releaseSlot(ctx, runID, slot, hist, o.Kind == replay.LostOwnership)
+		hist = e.releaseSlot(ctx, runID, slot, hist, o.Kind == replay.LostOwnership || damaged != nil)
+	}
+	if damaged != nil {
+		return e.damaged(ctx, runID, damaged)
 	}
 	switch o.Kind {
 	case replay.LostOwnership, replay.Infrastructure:
@@ -316,6 +404,11 @@ func NotifyParent(ctx context.Context, st *events.Store, js jetstream.JetStream,
 	ev := &events.Event{Type: events.ChildFinished, Key: childID, Data: term.Data, Err: term.Err, Attrs: map[string]string{"status": string(term.Type)}}
 	var queue string
 	_, _, err := st.AppendSignal(ctx, parentID, ev, func(h []events.Event) error {
+		if h = events.Vet(h); isDamaged(h) {
+			// Nothing is appended after unreadable bytes; the parent, once
+			// restored, finds its child's end when it replays.
+			return perr.New(events.CodeRunDamaged, "restore or cancel the parent run "+parentID, "parent run %s is damaged; child %s not reported", parentID, childID)
+		}
 		queue = h[0].Attr("queue")
 		for _, x := range h {
 			if x.Type == events.ChildFinished && x.Key == childID {
@@ -335,14 +428,10 @@ func NotifyParent(ctx context.Context, st *events.Store, js jetstream.JetStream,
 
 var errAlreadyNotified = errors.New("already notified")
 
-// PutIndex writes a run's summary to the derived run index. It does not
-// wait for the server's acknowledgement: the index is derived from the
-// histories and rewritten on the run's next change, so a lost update costs
-// a stale `polos list` line, never correctness, and saves an fsync wait.
+// PutIndex writes a run's summary to the derived run index (index.Put:
+// not acknowledged; rewritten on the run's next change and by a rebuild).
 func PutIndex(ctx context.Context, js jetstream.JetStream, sum events.Summary) error {
-	sum.Result = nil // keep the index small; `polos result` reads the history
-	b, _ := json.Marshal(sum)
-	return js.Conn().Publish(protocol.KVSubject(protocol.RunsKV, protocol.IndexKey(sum.Namespace, sum.ID)), b)
+	return index.Put(ctx, js, sum)
 }
 
 func (e *Executor) history(ctx context.Context, runID string) ([]events.Event, error) {
@@ -362,27 +451,44 @@ func (e *Executor) history(ctx context.Context, runID string) ([]events.Event, e
 	return append(append(out, cached...), fresh...), nil
 }
 
-// journal implements replay.Journal for one run.
+// journal implements replay.Journal for one run. It vets what others
+// append (signals) as it is read, so the runner never sees an unreadable
+// message: Refresh fails with CodeRunDamaged instead, which ends the
+// execution; the executor then parks the run.
 type journal struct {
 	store *events.Store
 	runID string
 	last  uint64
+	vet   *events.Vetter // has seen the history up to last
 }
 
 func (j *journal) Append(ctx context.Context, ev *events.Event) (uint64, error) {
 	seq, err := j.store.Append(ctx, j.runID, j.last, ev)
 	if err == nil {
 		j.last = seq
+		j.vet.Check(events.Expand(*ev))
 	}
 	return seq, err
 }
 
 func (j *journal) Refresh(ctx context.Context) ([]events.Event, error) {
 	evs, err := j.store.Load(ctx, j.runID, j.last)
-	if err == nil && len(evs) > 0 {
-		j.last = evs[len(evs)-1].Seq
+	if err != nil || len(evs) == 0 {
+		return evs, err
 	}
-	return evs, err
+	for i := 0; i < len(evs); {
+		n := 1
+		for i+n < len(evs) && evs[i+n].Seq == evs[i].Seq {
+			n++
+		}
+		if got := j.vet.Check(evs[i : i+n]); got[0].Type == events.Unreadable {
+			d, _ := events.DamageOf(got[0])
+			return nil, perr.New(events.CodeRunDamaged, "none here: the run is parked as damaged", "run %s: %s", j.runID, d)
+		}
+		i += n
+	}
+	j.last = evs[len(evs)-1].Seq
+	return evs, nil
 }
 
 // historyCache is an LRU of run histories. It is an optimisation only.

@@ -354,7 +354,7 @@ func Status(err error) int {
 	switch perr.CodeOf(err) {
 	case events.CodeRunNotFound, replay.CodeWorkflowNotFound:
 		return http.StatusNotFound
-	case client.CodeStepNotWaiting, client.CodeAlreadyDecided, client.CodeRunFinished, events.CodeRunExists:
+	case client.CodeStepNotWaiting, client.CodeAlreadyDecided, client.CodeRunFinished, events.CodeRunExists, events.CodeRunDamaged:
 		return http.StatusConflict
 	case CodeBadRequest, events.CodeBadID:
 		return http.StatusBadRequest

@@ -14,16 +14,17 @@ import (
 // the subject, which the server's permissions bind to the credential) as
 // who decided.
 const (
-	CtlWhoAmI      = "whoami"       // -> WhoAmIReply
-	CtlStart       = "start"        // StartRequest -> StartReply
-	CtlResume      = "resume"       // ResumeRequest -> run summary (JSON of events.Summary)
-	CtlCancel      = "cancel"       // RunRequest -> {}
-	CtlPublish     = "publish"      // PublishRequest -> {}
-	CtlList        = "list"         // ListRequest -> ListReply
-	CtlGrants      = "grants"       // GrantsRequest -> []hitl.Grant
-	CtlRevokeGrant = "revoke_grant" // RevokeGrantRequest -> {}
-	CtlBudgets     = "budgets"      // BudgetRequest -> []ratelimit.BudgetState
-	CtlSetBudget   = "set_budget"   // SetBudgetRequest -> SetBudgetReply
+	CtlWhoAmI      = "whoami"        // -> WhoAmIReply
+	CtlStart       = "start"         // StartRequest -> StartReply
+	CtlResume      = "resume"        // ResumeRequest -> run summary (JSON of events.Summary)
+	CtlCancel      = "cancel"        // RunRequest -> {}
+	CtlPublish     = "publish"       // PublishRequest -> {}
+	CtlList        = "list"          // ListRequest -> ListReply
+	CtlGrants      = "grants"        // GrantsRequest -> []hitl.Grant
+	CtlRevokeGrant = "revoke_grant"  // RevokeGrantRequest -> {}
+	CtlBudgets     = "budgets"       // BudgetRequest -> []ratelimit.BudgetState
+	CtlSetBudget   = "set_budget"    // SetBudgetRequest -> SetBudgetReply
+	CtlRebuild     = "rebuild_index" // {} -> index.Report: recompute the run index from the histories
 )
 
 // MaxControlRequest bounds a control request's payload.
@@ -90,10 +91,10 @@ type ListRequest struct {
 }
 
 // ListReply is the run index, newest first (JSON of []events.Summary), and
-// how many index entries could not be read.
+// the index entries that could not be read (JSON of []index.BadEntry).
 type ListReply struct {
-	Runs    json.RawMessage `json:"runs"`
-	Skipped int             `json:"skipped,omitempty"`
+	Runs       json.RawMessage `json:"runs"`
+	Unreadable json.RawMessage `json:"unreadable,omitempty"`
 }
 
 // GrantsRequest filters grants (hitl.GrantFilter on the wire).

@@ -33,6 +33,7 @@ type directGetRequest struct {
 
 // Stored is one message read by direct get.
 type Stored struct {
+	Stream  string
 	Subject string
 	Seq     uint64
 	Time    time.Time
@@ -153,7 +154,7 @@ func (r *DirectReader) Batch(ctx context.Context, stream, filter string, from ui
 		}
 		seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
-		msgs = append(msgs, Stored{Subject: m.Header.Get("Nats-Subject"), Seq: seq, Time: ts, Header: m.Header, Data: m.Data})
+		msgs = append(msgs, Stored{Stream: m.Header.Get("Nats-Stream"), Subject: m.Header.Get("Nats-Subject"), Seq: seq, Time: ts, Header: m.Header, Data: m.Data})
 		if n == 1 && m.Header.Get("Nats-Num-Pending") == "" {
 			return msgs, 0, nil
 		}
@@ -180,7 +181,7 @@ func (r *DirectReader) Last(ctx context.Context, stream, subject string) (Stored
 		return Stored{}, false, perr.New(CodeStoreIO, "check the server logs", "direct get on %s answered status %s %s", stream, status, m.Header.Get("Description"))
 	}
 	seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-	return Stored{Subject: subject, Seq: seq, Header: m.Header, Data: m.Data}, true, nil
+	return Stored{Stream: stream, Subject: subject, Seq: seq, Header: m.Header, Data: m.Data}, true, nil
 }
 
 // objectInfo is the part of an object store entry's metadata a reader needs.

@@ -30,6 +30,7 @@ import (
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/httpapi"
+	"github.com/polos-run/polos/index"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
@@ -54,8 +55,11 @@ var Roles = []string{RoleAll, RoleServer, RoleExecutor, RoleSandbox}
 // Defaults.
 const (
 	DefaultShutdownTimeout = 30 * time.Second
-	DefaultReplicas        = 1
-	httpReadHeaderTimeout  = 10 * time.Second
+	// DefaultIndexRepairTimeout bounds the run-index check (and rebuild)
+	// at start.
+	DefaultIndexRepairTimeout = 2 * time.Minute
+	DefaultReplicas           = 1
+	httpReadHeaderTimeout     = 10 * time.Second
 )
 
 // Error codes.
@@ -211,6 +215,14 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 		cancel()
 		if err != nil {
 			return nil, err
+		}
+		// The run index is derived: a damaged or lost one is rebuilt from
+		// the histories before anyone lists runs.
+		rctx, cancel := context.WithTimeout(ctx, DefaultIndexRepairTimeout)
+		_, err = index.RepairAtStart(rctx, d.js, o.Namespace, log)
+		cancel()
+		if err != nil {
+			log.Warn("run index check failed; `polos index rebuild` repairs it", "err", err)
 		}
 	}
 	deps, err := NewDeps(d.nc, d.js, o.Namespace, filepath.Join(o.DataDir, "workspaces"), log)

@@ -109,7 +109,7 @@ func ExitCode(err error) int {
 	switch perr.CodeOf(err) {
 	case events.CodeRunNotFound, replay.CodeWorkflowNotFound:
 		return ExitNotFound
-	case client.CodeStepNotWaiting, client.CodeAlreadyDecided, client.CodeRunFinished:
+	case client.CodeStepNotWaiting, client.CodeAlreadyDecided, client.CodeRunFinished, events.CodeRunDamaged:
 		return ExitNotWaiting
 	case client.CodeUnreachable, client.CodeUnauthorized, client.CodeNoControl:
 		return ExitUnreachable
@@ -150,6 +150,7 @@ func App(s IO) *cli.App {
 			listCommand(s),
 			cancelCommand(s),
 			historyCommand(s),
+			indexCommand(s),
 			policycmd.Command(),
 			budgetcmd.Command(),
 			grantscmd.Command(),

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -63,9 +64,10 @@ func (ss *session) printSummary(sum events.Summary) {
 	}
 }
 
-// runExit is the exit code a finished run gives: 1 unless it completed.
+// runExit is the exit code a finished (or damaged) run gives: 1 unless it
+// completed.
 func runExit(sum events.Summary) error {
-	if sum.Status == events.StatusFailed || sum.Status == events.StatusCancelled {
+	if sum.Status == events.StatusFailed || sum.Status == events.StatusCancelled || sum.Status == events.StatusDamaged {
 		return &quietExit{code: ExitRunFailed}
 	}
 	return nil
@@ -111,7 +113,7 @@ func listCommand(s IO) *cli.Command {
 	return withCommon(&cli.Command{
 		Name:      "list",
 		Usage:     "list runs, newest first",
-		UsageText: "polos list [--status running|waiting|completed|failed|cancelled] [--agent A] [--limit N] [-o text|json|jsonl]",
+		UsageText: "polos list [--status running|waiting|completed|failed|cancelled|damaged] [--agent A] [--limit N] [-o text|json|jsonl]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "status", Usage: "only runs with this status"},
 			&cli.StringFlag{Name: "agent", Usage: "only runs of this agent or workflow"},
@@ -120,14 +122,19 @@ func listCommand(s IO) *cli.Command {
 		Action: action(s, 0, func(ss *session) error {
 			st := ss.c.String("status")
 			switch st {
-			case "", events.StatusRunning, events.StatusWaiting, events.StatusCompleted, events.StatusFailed, events.StatusCancelled:
+			case "", events.StatusRunning, events.StatusWaiting, events.StatusCompleted, events.StatusFailed, events.StatusCancelled, events.StatusDamaged:
 			default:
-				return usageErr("unknown status %q (use running, waiting, completed, failed or cancelled)", st)
+				return usageErr("unknown status %q (use running, waiting, completed, failed, cancelled or damaged)", st)
 			}
-			runs, err := ss.cl.List(ss.c.Context, client.ListFilter{Status: st, Agent: ss.c.String("agent"), Limit: ss.c.Int("limit")})
+			listing, err := ss.cl.ListRuns(ss.c.Context, client.ListFilter{Status: st, Agent: ss.c.String("agent"), Limit: ss.c.Int("limit")})
 			if err != nil {
 				return err
 			}
+			// On stderr, so the listing on stdout keeps its shape.
+			if p := listing.Problem(); p != "" {
+				fmt.Fprintln(ss.io.Err, "polos: warning:", p)
+			}
+			runs := listing.Runs
 			switch ss.out.format {
 			case OutJSON:
 				if runs == nil {
@@ -145,7 +152,11 @@ func listCommand(s IO) *cli.Command {
 				}
 				ss.out.Line("%-32s %-10s %-24s %s", "ID", "STATUS", "AGENT", "UPDATED")
 				for _, r := range runs {
-					ss.out.Line("%-32s %-10s %-24s %s", r.ID, r.Status, r.Agent, r.UpdatedAt.Local().Format(time.DateTime))
+					var status any = fmt.Sprintf("%-10s", r.Status)
+					if r.Status == events.StatusDamaged {
+						status = ss.out.style(styleRed, fmt.Sprintf("%-10s", r.Status))
+					}
+					ss.out.Line("%-32s %s %-24s %s", r.ID, status, r.Agent, r.UpdatedAt.Local().Format(time.DateTime))
 				}
 			}
 			return nil
@@ -176,9 +187,13 @@ func cancelCommand(s IO) *cli.Command {
 func historyCommand(s IO) *cli.Command {
 	return withCommon(&cli.Command{
 		Name:      "history",
-		Usage:     "export a run's events (json: an array, for golden replay tests)",
-		UsageText: "polos history <run> [-o text|json|jsonl]",
+		Usage:     "export a run's events (json: an array, for golden replay tests); --raw: the stored messages as they are",
+		UsageText: "polos history <run> [--raw] [-o text|json|jsonl]",
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "raw", Usage: "every stored message with its subject, size and bytes, readable or not"}},
 		Action: action(s, 1, func(ss *session) error {
+			if ss.c.Bool("raw") {
+				return ss.rawHistory(ss.c.Args().First())
+			}
 			hist, err := ss.cl.History(ss.c.Context, ss.c.Args().First(), 0)
 			if err != nil {
 				return err

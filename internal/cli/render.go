@@ -112,6 +112,10 @@ func (p *printer) Event(e events.Event, showRun bool) {
 			msg = e.Err.Message
 		}
 		say("‼", styleRed, "parked: %s (resume step %s once the code is fixed)", msg, e.Key)
+	case events.Unreadable:
+		p.StopSpin()
+		d, _ := events.DamageOf(e)
+		say("‼", styleRed, "%s %s (see `polos history %s --raw`)", p.style(styleRed+";"+styleBold, "unreadable"), d, e.RunID)
 	default:
 		say("·", styleDim, "%s %s", e.Type, e.Name)
 	}
@@ -306,7 +310,7 @@ func orSomeone(s string) string {
 // Summary prints a run's state in text form.
 func (p *printer) Summary(s events.Summary) {
 	statusStyle := map[string]string{events.StatusCompleted: styleGreen, events.StatusFailed: styleRed,
-		events.StatusCancelled: styleYellow, events.StatusWaiting: styleYellow, events.StatusRunning: styleCyan}[s.Status]
+		events.StatusCancelled: styleYellow, events.StatusWaiting: styleYellow, events.StatusRunning: styleCyan, events.StatusDamaged: styleRed}[s.Status]
 	p.Line("%s %s", p.style(styleBold, s.ID), p.style(statusStyle+";"+styleBold, s.Status))
 	p.Line("  agent:    %s", s.Agent)
 	p.Line("  created:  %s", s.CreatedAt.Local().Format(time.DateTime))
@@ -326,6 +330,7 @@ func (p *printer) Summary(s events.Summary) {
 	if s.Error != nil {
 		p.Line("  error:    %s", p.style(styleRed, s.Error.Message))
 	}
+	p.printDamage(s)
 	for _, w := range s.Waiting {
 		line := fmt.Sprintf("  waiting:  %s (%s)", w.StepKey, w.Kind)
 		if f := formOf(w.Form); f != nil && f.Title != "" {

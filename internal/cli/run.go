@@ -112,7 +112,7 @@ func (ss *session) follow(id string) error {
 		if e.Type == events.Suspended {
 			ss.onSuspended(id, e, in)
 		}
-		if e.Type.IsTerminal() {
+		if e.Type.IsTerminal() || e.Type == events.Unreadable { // a damaged run goes no further
 			return client.ErrStop
 		}
 		if ss.out.text() && e.Type != events.StepStarted && e.Type != events.Suspended {
