@@ -258,7 +258,7 @@ func TestGarbageOnARunSubjectParksTheRun(t *testing.T) {
 		}
 	}
 
-	api := httptest.NewServer(httpapi.New(httpapi.Options{Client: r.cl}))
+	api := httptest.NewServer(httpapi.New(httpapi.Options{Client: r.cl, APIKey: "test-key"}))
 	defer api.Close()
 	for _, p := range runs {
 		t.Run(p.mode+"/"+p.kind, func(t *testing.T) {
@@ -285,7 +285,9 @@ func TestGarbageOnARunSubjectParksTheRun(t *testing.T) {
 				return fmt.Errorf("polos list --status damaged lacks %s", p.id)
 			})
 			// The HTTP API answers 200 with the status, not 500.
-			resp, err := http.Get(api.URL + "/v1/runs/" + p.id)
+			req, _ := http.NewRequest("GET", api.URL+"/v1/runs/"+p.id, nil)
+			req.Header.Set("Authorization", "Bearer test-key")
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
