@@ -11,8 +11,9 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/polosd ./cmd/polos
 
-## test: vet, the whole test suite, then the core again with the history cache off and with group commit on
+## test: vet, the whole test suite, then the core again with the history cache off and with group commit on (checks or installs what the tests need first: mk/testdeps.sh)
 test:
+	mk/testdeps.sh
 	$(GO) vet $(PKGS) && $(GO) test -count=1 -timeout 40m $(PKGS) && POLOS_CACHE_OFF=1 $(GO) test -count=1 -timeout 20m . ./executor/... ./client/... && POLOS_GROUP_COMMIT=1 $(GO) test -count=1 -timeout 20m .
 
 ## demo: the offline demo end to end (scripted model, local sandbox, an approval)
