@@ -2,6 +2,8 @@
 GO      ?= go
 BIN     ?= bin
 PKGS    ?= ./...
+# Debian packages the tests need beyond Go (mk/testdeps.sh checks or installs them).
+TESTDEPS = busybox-static chromium curl
 
 .PHONY: all build test demo bench gobench lint images-test clean help
 
@@ -13,7 +15,7 @@ build:
 
 ## test: vet, the whole test suite, then the core again with the history cache off and with group commit on (checks or installs what the tests need first: mk/testdeps.sh)
 test:
-	mk/testdeps.sh
+	mk/testdeps.sh $(TESTDEPS)
 	$(GO) vet $(PKGS) && $(GO) test -count=1 -timeout 40m $(PKGS) && POLOS_CACHE_OFF=1 $(GO) test -count=1 -timeout 20m . ./executor/... ./client/... && POLOS_GROUP_COMMIT=1 $(GO) test -count=1 -timeout 20m .
 
 ## demo: the offline demo end to end (scripted model, local sandbox, an approval)

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Checks (and, as root with apt, installs) what the test suite needs beyond
-# Go: busybox-static (the docker test image), chromium (the approval page's
-# browser test), curl, and the test image itself when Docker runs. Called by
-# `make test`; on a machine where it cannot install, it stops at once with
-# the exact command to run.
+# Checks (and, as root with apt, installs) the Debian packages the test
+# suite needs beyond Go, named as arguments by `make test` (busybox-static
+# for the docker test image, chromium for the approval page's browser test,
+# curl), then builds the docker test image when Docker runs. Where it cannot
+# install, it stops at once with the exact command to run.
 set -euo pipefail
 
+have() {
+	if command -v dpkg >/dev/null 2>&1; then
+		dpkg -s "$1" >/dev/null 2>&1
+	else
+		command -v "${1%-static}" >/dev/null 2>&1
+	fi
+}
+
 need=()
-command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
-if command -v dpkg >/dev/null 2>&1 && ! dpkg -s busybox-static >/dev/null 2>&1; then need+=(busybox-static); fi
-command -v curl >/dev/null 2>&1 || need+=(curl)
+for p in "$@"; do have "$p" || need+=("$p"); done
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -20,7 +26,6 @@ if [ ${#need[@]} -gt 0 ]; then
 	else
 		echo "testdeps: the tests need ${need[*]}; install them with:" >&2
 		echo "    sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
-		echo "(or set POLOS_SKIP_BROWSER=1 to leave out the browser test)" >&2
 		exit 1
 	fi
 fi
