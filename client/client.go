@@ -420,7 +420,7 @@ func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (ev
 	}
 	ev := &events.Event{Type: events.Resumed, Key: stepKey, Data: d.Data, Attrs: map[string]string{"decided_by": d.DecidedBy, "decided_at": time.Now().UTC().Format(time.RFC3339Nano)}}
 	var queue string
-	_, hist, err := c.store.AppendSignal(ctx, id, ev, func(h []events.Event) error {
+	seq, hist, err := c.store.AppendSignal(ctx, id, ev, func(h []events.Event) error {
 		queue = h[0].Attr("queue")
 		s := events.Summarize(h)
 		switch s.Status {
@@ -456,7 +456,9 @@ func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (ev
 		}
 		return events.Summary{}, err
 	}
-	if err := protocol.Enqueue(ctx, c.js, c.ns, queue, id, "resume:"+stepKey, "resume:"+id+":"+stepKey); err != nil {
+	// The waker queues the run too (executor.Waker): a decision whose
+	// caller gives up here still moves its run.
+	if err := protocol.Enqueue(ctx, c.js, c.ns, queue, id, "resume:"+stepKey, protocol.WakeDedupe(id, seq)); err != nil {
 		return events.Summary{}, err
 	}
 	return events.Summarize(hist), nil
@@ -480,7 +482,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 		return c.Control(ctx, protocol.CtlCancel, protocol.RunRequest{RunID: id}, nil)
 	}
 	var queue string
-	_, _, err := c.store.AppendSignal(ctx, id, &events.Event{Type: events.CancelRequest}, func(h []events.Event) error {
+	seq, _, err := c.store.AppendSignal(ctx, id, &events.Event{Type: events.CancelRequest}, func(h []events.Event) error {
 		queue = h[0].Attr("queue")
 		s := events.Summarize(h)
 		switch s.Status {
@@ -495,7 +497,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 		}
 		return err
 	}
-	return protocol.Enqueue(ctx, c.js, c.ns, queue, id, "cancel", "cancel:"+id)
+	return protocol.Enqueue(ctx, c.js, c.ns, queue, id, "cancel", protocol.WakeDedupe(id, seq))
 }
 
 // PublishEvent publishes data on topic and wakes the runs waiting on it.

@@ -318,6 +318,19 @@ func (s *Store) eventAfter(ctx context.Context, runID string, seq uint64) (*Even
 	return &evs[len(evs)-1], nil
 }
 
+// First returns the run's first event (run_started), nil when the run has
+// no history: one direct get, whatever the history's length.
+func (s *Store) First(ctx context.Context, runID string) (*Event, error) {
+	if err := ValidateID("run ID", runID); err != nil {
+		return nil, err
+	}
+	evs, _, err := s.readBatch(ctx, runID, 1, 1)
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	return &evs[0], nil
+}
+
 // Load returns the run's events with a sequence above afterSeq, in order,
 // and loads referenced blobs.
 //

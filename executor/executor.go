@@ -83,8 +83,10 @@ type Executor struct {
 	cache   *historyCache
 	slots   *ratelimit.Slots
 
-	reported *onceSet // what was logged already (damage, unknown workflows)
-	kicked   *onceSet // damaged runs the watch queued recently
+	held     runSet      // runs this executor holds leases on (liveness answers)
+	renewals renewHealth // whether lease renewals reach the store
+	reported *onceSet    // what was logged already (damage, unknown workflows)
+	kicked   *onceSet    // damaged runs the watch queued recently
 	stats    struct{ advances, acked, retried, terminated atomic.Int64 }
 }
 
@@ -134,6 +136,13 @@ func (e *Executor) Run(ctx context.Context) error {
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "start polosd (it provisions the streams) or check --nats-url", "cannot open the task consumer")
 	}
+	// Liveness before work: a run this executor takes is never handed to
+	// another while this subscription answers (lease.go).
+	probes, err := protocol.AnswerProbes(e.nc, e.opts.Namespace, e.opts.ID, e.held.has)
+	if err != nil {
+		return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer liveness probes")
+	}
+	defer func() { _ = probes.Unsubscribe() }()
 	iter, err := cons.Messages(jetstream.PullMaxMessages(e.opts.Concurrency), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull tasks")
@@ -176,9 +185,20 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 		e.settle(msg, settleTerm, 0)
 		return
 	}
+	if failing, d, cause := e.renewals.failingFor(); failing {
+		// The store does not take our lease renewals: start nothing new
+		// until it does (runs in flight keep going; nobody takes them
+		// while this executor answers probes).
+		if e.reported.first("renewals-failing", time.Now()) {
+			e.log.Error("lease renewals are failing; this executor hands new tasks back until the store answers again",
+				"for", d.Round(time.Millisecond).String(), "err", cause)
+		}
+		e.settle(msg, settleNak, DefaultRetryDelay)
+		return
+	}
 	stop := heartbeat(msg)
 	defer stop()
-	o, err := e.Advance(ctx, t.RunID)
+	o, err := e.advance(ctx, t.RunID, protocol.QueueOfTaskSubject(msg.Subject()))
 	how, delay := e.verdict(t.RunID, o, err)
 	e.settle(msg, how, delay)
 }
@@ -308,14 +328,20 @@ type runLock struct {
 // It first takes the run's lease; if another live executor holds it, it
 // returns a CodeRunBusy error and does nothing.
 func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, error) {
+	return e.advance(ctx, runID, "")
+}
+
+// advance is Advance for a task of queue (recorded in the lease, so a
+// reaper can queue the run again without reading its history).
+func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Outcome, error) {
 	e.stats.advances.Add(1)
 	unlock := e.lock(runID)
 	defer unlock()
-	l, err := e.acquireLease(ctx, runID)
+	l, err := e.acquireLease(ctx, runID, queue)
 	if err != nil {
 		return replay.Outcome{}, err
 	}
-	defer l.release()
+	defer l.release(&e.held, runID)
 	hist, err := e.history(ctx, runID)
 	if err != nil {
 		return replay.Outcome{}, err
@@ -403,7 +429,7 @@ func (e *Executor) afterRun(ctx context.Context, hist []events.Event, o replay.O
 func NotifyParent(ctx context.Context, st *events.Store, js jetstream.JetStream, parentID, childID string, term *events.Event) error {
 	ev := &events.Event{Type: events.ChildFinished, Key: childID, Data: term.Data, Err: term.Err, Attrs: map[string]string{"status": string(term.Type)}}
 	var queue string
-	_, _, err := st.AppendSignal(ctx, parentID, ev, func(h []events.Event) error {
+	seq, _, err := st.AppendSignal(ctx, parentID, ev, func(h []events.Event) error {
 		if h = events.Vet(h); isDamaged(h) {
 			// Nothing is appended after unreadable bytes; the parent, once
 			// restored, finds its child's end when it replays.
@@ -423,7 +449,7 @@ func NotifyParent(ctx context.Context, st *events.Store, js jetstream.JetStream,
 	if err != nil {
 		return err
 	}
-	return protocol.Enqueue(ctx, js, st.Namespace(), queue, parentID, "child:"+childID, "child:"+parentID+":"+childID)
+	return protocol.Enqueue(ctx, js, st.Namespace(), queue, parentID, "child:"+childID, protocol.WakeDedupe(parentID, seq))
 }
 
 var errAlreadyNotified = errors.New("already notified")

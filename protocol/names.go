@@ -78,6 +78,11 @@ func RunsStreams() []string {
 	return out
 }
 
+// WakerConsumer is the durable consumer of run partition p through which
+// polosd's waker queues a run for every signal appended to it
+// (executor.Waker).
+func WakerConsumer(ns string, p int) string { return "polos_waker_" + ns + "_" + strconv.Itoa(p) }
+
 // ExecutorConsumer is the durable pull consumer all executors of a
 // namespace share.
 func ExecutorConsumer(ns string) string { return "polos_executors_" + ns }

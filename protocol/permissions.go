@@ -114,8 +114,12 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 				"$O." + BlobStore + ".>",
 				jsAPI + "INFO", jsFC,
 				jsAck + TasksStream + "." + ExecutorConsumer(ns) + ".>",
+				LivenessFilter(ns),
 			},
-			SubAllow: []string{inbox, RunsFilter(ns)},
+			// Liveness: an executor answers probes on its own subject
+			// (the replies go to the prober's inbox) and probes others.
+			SubAllow:       []string{inbox, RunsFilter(ns), LivenessFilter(ns)},
+			AllowResponses: true,
 		}
 		for _, b := range KVBuckets {
 			p.PubAllow = append(p.PubAllow, "$KV."+b+".>")

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -105,7 +107,44 @@ func Provision(ctx context.Context, js jetstream.JetStream, ns string, replicas 
 			return perr.Wrap(err, CodeDrift, "check JetStream limits and permissions", "cannot create object store %s", BlobStore)
 		}
 	}
-	return ensureConsumer(ctx, js, ns)
+	if err := ensureConsumer(ctx, js, TasksStream, ExecutorConsumerConfig(ns)); err != nil {
+		return err
+	}
+	for p := 0; p < RunPartitions; p++ {
+		if err := ensureConsumer(ctx, js, RunsStreamName(p), WakerConsumerConfig(ns, p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SignalEventTypes are the event types others than a run's executor append
+// to its history (events.Type.IsSignal): each must wake the run.
+var SignalEventTypes = []string{"resumed", "child_finished", "cancel_requested", "event_received"}
+
+// DefaultWakerAckWait bounds how long a signal handed to a waker that died
+// stays invisible to the others.
+const DefaultWakerAckWait = 5 * time.Second
+
+// WakerConsumerConfig is the durable consumer of partition p's signals
+// (SignalEventTypes) that polosd's waker reads. It starts at the stream's
+// first message when created, so signals recorded before it existed (or
+// while no waker ran) still wake their runs.
+func WakerConsumerConfig(ns string, p int) jetstream.ConsumerConfig {
+	var filters []string
+	for _, t := range SignalEventTypes {
+		filters = append(filters, PartitionEventFilter(ns, p, t))
+	}
+	return jetstream.ConsumerConfig{
+		Durable:        WakerConsumer(ns, p),
+		Description:    "Polos waker: queues a run for each signal appended to it (namespace " + ns + ")",
+		FilterSubjects: filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        DefaultWakerAckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  DefaultMaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
 }
 
 // ExecutorConsumerConfig is the shared durable pull consumer of namespace ns.
@@ -122,19 +161,18 @@ func ExecutorConsumerConfig(ns string) jetstream.ConsumerConfig {
 	}
 }
 
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, ns string) error {
-	want := ExecutorConsumerConfig(ns)
-	c, err := js.Consumer(ctx, TasksStream, want.Durable)
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, want jetstream.ConsumerConfig) error {
+	c, err := js.Consumer(ctx, stream, want.Durable)
 	if err == nil {
 		got := c.CachedInfo().Config
-		if got.AckWait == want.AckWait && got.FilterSubject == want.FilterSubject && got.MaxAckPending == want.MaxAckPending {
+		if got.AckWait == want.AckWait && got.FilterSubject == want.FilterSubject && slices.Equal(got.FilterSubjects, want.FilterSubjects) && got.MaxAckPending == want.MaxAckPending {
 			return nil
 		}
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return perr.Wrap(err, CodeDrift, "check the NATS server", "cannot look up consumer %s", want.Durable)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, TasksStream, want); err != nil {
-		return perr.Wrap(err, CodeDrift, "delete the consumer with `nats consumer rm "+TasksStream+" "+want.Durable+"` and restart", "cannot create or update consumer %s", want.Durable)
+	if _, err := js.CreateOrUpdateConsumer(ctx, stream, want); err != nil {
+		return perr.Wrap(err, CodeDrift, "delete the consumer with `nats consumer rm "+stream+" "+want.Durable+"` and restart", "cannot create or update consumer %s", want.Durable)
 	}
 	return nil
 }

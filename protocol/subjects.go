@@ -36,12 +36,44 @@ func PartitionFilter(ns string, p int) string {
 	return nsPrefix(ns) + tokRun + "." + strconv.Itoa(p) + ".>"
 }
 
+// PartitionEventFilter covers every event of type eventType of every run of
+// namespace ns in partition p.
+func PartitionEventFilter(ns string, p int, eventType string) string {
+	return nsPrefix(ns) + tokRun + "." + strconv.Itoa(p) + ".*." + eventType
+}
+
+// ParseRunSubject splits polos.<ns>.run.<p>.<runID>.<type>.
+func ParseRunSubject(subject string) (ns, runID, eventType string, ok bool) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 6 || parts[0] != "polos" || parts[2] != tokRun {
+		return "", "", "", false
+	}
+	return parts[1], parts[4], parts[5], true
+}
+
+// WakeDedupe is the Nats-Msg-Id of the task that wakes run runID for the
+// signal stored at sequence seq of its stream: the signal's writer and
+// the waker queue the same task, and the server keeps one.
+func WakeDedupe(runID string, seq uint64) string {
+	return "wake:" + runID + ":" + strconv.FormatUint(seq, 10)
+}
+
 // RunsFilter covers every run event of namespace ns, in every partition.
 func RunsFilter(ns string) string { return nsPrefix(ns) + tokRun + ".>" }
 
 // TaskSubject is the work-queue subject of a queue.
 func TaskSubject(ns, queue string) string {
 	return nsPrefix(ns) + tokTask + "." + QueueOrDefault(queue)
+}
+
+// QueueOfTaskSubject is the queue of a task subject polos.<ns>.task.<queue>
+// ("" when subject is not one).
+func QueueOfTaskSubject(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != "polos" || parts[2] != tokTask {
+		return ""
+	}
+	return parts[3]
 }
 
 // TasksFilter covers every task queue of a namespace.

@@ -27,6 +27,7 @@ import (
 	"github.com/polos-run/polos/control"
 	"github.com/polos-run/polos/creds"
 	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/httpapi"
@@ -191,6 +192,8 @@ type Daemon struct {
 	ready         Ready
 	execStop      context.CancelFunc
 	execWG        sync.WaitGroup
+	bgStop        context.CancelFunc // the reaper and the waker
+	bgWG          sync.WaitGroup
 }
 
 // Start brings every component of the role up and writes the ready file.
@@ -286,6 +289,9 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 		fmt.Fprintf(o.Out, "polosd: %d executors (namespace %s, workflows: %s)\n", o.Executors, o.Namespace, strings.Join(d.ready.Workflows, ", "))
 	}
 	if o.Role == RoleAll || o.Role == RoleServer {
+		if err := d.startWatchers(); err != nil {
+			return nil, err
+		}
 		if err := d.startControl(deps); err != nil {
 			return nil, err
 		}
@@ -437,6 +443,30 @@ func (d *Daemon) startControl(deps Deps) error {
 // Ready describes what the daemon serves.
 func (d *Daemon) Ready() Ready { return d.ready }
 
+// startWatchers starts the server role's background services: the reaper
+// (runs of dead executors go to live ones at once) and the waker (every
+// recorded signal queues its run).
+func (d *Daemon) startWatchers() error {
+	st, err := events.NewStore(d.nc, d.js, d.o.Namespace, "polosd-waker")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.bgStop = cancel
+	reaper := executor.NewReaper(d.nc, d.js, d.o.Namespace, d.o.Logger)
+	waker := executor.NewWaker(st, d.o.Logger)
+	for name, run := range map[string]func(context.Context) error{"reaper": reaper.Run, "waker": waker.Run} {
+		d.bgWG.Add(1)
+		go func() {
+			defer d.bgWG.Done()
+			if err := run(ctx); err != nil {
+				d.o.Logger.Error(name+" stopped", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
 // Stop shuts down in order: executors stop pulling and finish their
 // in-flight steps (up to ShutdownTimeout; unfinished tasks are redelivered
 // to other executors after the ack wait), the sandbox host stops, HTTP
@@ -457,6 +487,10 @@ func (d *Daemon) Stop() {
 		case <-time.After(d.o.ShutdownTimeout):
 			log.Warn("in-flight steps did not finish in time; their tasks will be redelivered", "timeout", d.o.ShutdownTimeout)
 		}
+	}
+	if d.bgStop != nil {
+		d.bgStop()
+		d.bgWG.Wait()
 	}
 	if d.host != nil {
 		_ = d.host.Close()

@@ -1,0 +1,139 @@
+package protocol
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Run ownership: the lease record in LeasesKV and the liveness probe that
+// tells a live owner from a dead one (docs/adr/0010-liveness-not-expiry.md).
+//
+// A lease names the executor advancing a run. Its expiry alone never hands
+// the run to another executor: a broker stall or a leader election stops
+// every renewal at once, while the owners are alive and their steps in
+// flight. An executor that finds an expired lease asks the owner first, on
+// the owner's liveness subject; only an owner that is gone (the server
+// answers "no responders": its connection, and with it its subscription,
+// is closed) or that says it does not hold the run loses it.
+
+// tokExec is the subject token of executor liveness subjects.
+const tokExec = "exec"
+
+// Liveness defaults.
+const (
+	// DefaultProbeTimeout bounds one liveness probe. A probe that times out
+	// proves nothing (the broker or the owner may be stalled): the run
+	// stays with its owner.
+	DefaultProbeTimeout = 250 * time.Millisecond
+)
+
+// LeaseRecord is the value of a run's key in LeasesKV.
+type LeaseRecord struct {
+	Owner   string    `json:"owner"`
+	Expires time.Time `json:"expires"`
+	// Queue is the run's task queue, so that whoever takes a dead owner's
+	// runs away (the reaper) can queue them without reading their history.
+	Queue string `json:"queue,omitempty"`
+}
+
+// ParseLeaseKey splits a LeasesKV key "<ns>.<runID>".
+func ParseLeaseKey(key string) (ns, runID string, ok bool) {
+	ns, runID, ok = strings.Cut(key, ".")
+	return ns, runID, ok && ns != "" && runID != ""
+}
+
+// LivenessSubject is the subject on which executor owner of namespace ns
+// answers liveness probes. An owner name that is not a valid subject token
+// (a host name with dots) is replaced by a digest of it.
+func LivenessSubject(ns, owner string) string {
+	return nsPrefix(ns) + tokExec + "." + subjectToken(owner)
+}
+
+// LivenessFilter covers every liveness subject of a namespace.
+func LivenessFilter(ns string) string { return nsPrefix(ns) + tokExec + ".>" }
+
+var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+func subjectToken(s string) string {
+	if tokenPattern.MatchString(s) {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "h" + hex.EncodeToString(sum[:12])
+}
+
+// Probe asks an executor whether it is alive and holds a run.
+type Probe struct {
+	Owner string `json:"owner"`
+	RunID string `json:"run_id,omitempty"`
+}
+
+// ProbeReply is an executor's answer to a Probe.
+type ProbeReply struct {
+	Owner string `json:"owner"`
+	Holds bool   `json:"holds"`
+}
+
+// Liveness is what a probe found out.
+type Liveness int
+
+const (
+	// OwnerUnknown: the probe timed out or failed; nothing is proven.
+	OwnerUnknown Liveness = iota
+	// OwnerGone: nobody listens on the owner's subject: its connection,
+	// and with it its subscription, is closed.
+	OwnerGone
+	// OwnerIdle: the owner is alive and does not hold the run.
+	OwnerIdle
+	// OwnerHolds: the owner is alive and advancing the run.
+	OwnerHolds
+)
+
+// ProbeOwner asks owner whether it holds runID (runID "" asks only whether
+// it is alive: OwnerHolds then means alive). It waits at most
+// DefaultProbeTimeout, or less when ctx ends first.
+func ProbeOwner(ctx context.Context, nc *nats.Conn, ns, owner, runID string) Liveness {
+	body, _ := json.Marshal(Probe{Owner: owner, RunID: runID})
+	ctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, LivenessSubject(ns, owner), body)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return OwnerGone
+	}
+	if err != nil {
+		return OwnerUnknown
+	}
+	var r ProbeReply
+	if json.Unmarshal(m.Data, &r) != nil {
+		return OwnerUnknown
+	}
+	switch {
+	case r.Owner != owner:
+		return OwnerUnknown // not the owner's answer: prove nothing
+	case r.Holds || runID == "":
+		return OwnerHolds
+	}
+	return OwnerIdle
+}
+
+// AnswerProbes subscribes on owner's liveness subject and answers each
+// probe with holds(runID). The subscription lives as long as the
+// connection (or until unsubscribed): it is the owner's liveness.
+func AnswerProbes(nc *nats.Conn, ns, owner string, holds func(runID string) bool) (*nats.Subscription, error) {
+	return nc.Subscribe(LivenessSubject(ns, owner), func(m *nats.Msg) {
+		var p Probe
+		if json.Unmarshal(m.Data, &p) != nil || m.Reply == "" {
+			return
+		}
+		b, _ := json.Marshal(ProbeReply{Owner: owner, Holds: p.RunID != "" && holds(p.RunID)})
+		_ = m.Respond(b)
+	})
+}
