@@ -1,0 +1,112 @@
+package polos_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/polos-run/polos"
+	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/internal/testutil"
+)
+
+// startWaker runs the waker polosd's server role runs, until cleanup.
+func (h *harness) startWaker() *executor.Waker {
+	st, err := events.NewStore(h.srv.NC, h.srv.JS, "default", "polosd-waker")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	w := executor.NewWaker(st, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	h.t.Cleanup(func() { cancel(); <-done })
+	return w
+}
+
+// TestRecordedDecisionsAlwaysMoveTheirRuns: decisions whose callers give
+// up after 1-13 ms (as an HTTP client with a short timeout does), and
+// decisions stored with no task at all (a caller that died between its two
+// writes), all move their runs: the waker queues a run for every recorded
+// signal. Status and the run index agree at the end.
+func TestRecordedDecisionsAlwaysMoveTheirRuns(t *testing.T) {
+	reg := polos.NewRegistry()
+	var ran atomic.Int32
+	approvalWorkflow(reg, &ran)
+	h := newHarness(t, reg, 2)
+	w := h.startWaker()
+	const impatient, taskless = 30, 10
+	ids := make([]string, impatient+taskless)
+	for i := range ids {
+		ids[i] = h.start("approve", fmt.Sprint("cmd-", i))
+	}
+	for _, id := range ids {
+		h.waitStatus(id, events.StatusWaiting)
+	}
+	approve := client.Decision{Data: json.RawMessage(`{"approved":true}`), DecidedBy: "tester"}
+	gaveUp, strandedCandidates := 0, 0
+	for _, id := range ids[:impatient] {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+rand.IntN(13))*time.Millisecond)
+		_, err := h.cl.Resume(ctx, id, "approve-cmd", approve)
+		cancel()
+		if err == nil {
+			continue
+		}
+		gaveUp++
+		if count(h.history(id), events.Resumed) == 1 {
+			strandedCandidates++ // recorded, but the caller never saw its task queued
+			continue
+		}
+		switch _, err := h.cl.Resume(context.Background(), id, "approve-cmd", approve); perr.CodeOf(err) {
+		case "":
+		case client.CodeAlreadyDecided: // the first one landed after all, late
+			strandedCandidates++
+		default:
+			t.Fatalf("second decision of %s: %v", id, err)
+		}
+	}
+	// The fault exactly: the decision is stored and no task is queued.
+	st, err := events.NewStore(h.srv.NC, h.srv.JS, "default", "dead-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids[impatient:] {
+		ev := &events.Event{Type: events.Resumed, Key: "approve-cmd", Data: approve.Data, Attrs: map[string]string{"decided_by": "dead-client"}}
+		if _, _, err := st.AppendSignal(context.Background(), id, ev, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		if s := h.result(id); s.Status != events.StatusCompleted || len(s.Result) < 5 || string(s.Result[:5]) != `"ran ` {
+			t.Fatalf("run %s: %s %s", id, s.Status, s.Result)
+		}
+	}
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		list, err := h.cl.List(context.Background(), client.ListFilter{})
+		if err != nil {
+			return err
+		}
+		byID := map[string]string{}
+		for _, s := range list {
+			byID[s.ID] = s.Status
+		}
+		for _, id := range ids {
+			if byID[id] != events.StatusCompleted {
+				return fmt.Errorf("run %s is %q in the index, completed in its history", id, byID[id])
+			}
+		}
+		return nil
+	})
+	t.Logf("%d impatient callers gave up (%d after their decision was stored), %d decisions stored with no task; all %d runs completed; waker queued %d",
+		gaveUp, strandedCandidates, taskless, len(ids), w.Woken())
+	if w.Woken() < int64(len(ids)) {
+		t.Fatalf("the waker queued %d runs, want one per decision (%d)", w.Woken(), len(ids))
+	}
+}
