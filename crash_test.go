@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -26,12 +28,13 @@ import (
 const (
 	envChildURL  = "POLOS_TEST_CHILD_NATS_URL"
 	envChildFile = "POLOS_TEST_CHILD_EFFECTS"
+	envChildID   = "POLOS_TEST_CHILD_ID"
 	crashSteps   = 10
 )
 
 // registerCrashWorkflow: 10 steps, each appends "<idempotency key>\n" to a
-// file (a real, non-idempotent side effect) and dawdles a little so kills
-// land mid-step.
+// file (a real, non-idempotent side effect) and dawdles 5-25 ms so that
+// most kills land mid-step.
 func registerCrashWorkflow(reg *polos.Registry, effects string) {
 	polos.Register(reg, "crashy", func(ctx polos.Context, _ struct{}) (int, error) {
 		total := 0
@@ -43,7 +46,7 @@ func registerCrashWorkflow(reg *polos.Registry, effects string) {
 				}
 				_, err = f.WriteString(key + "\n")
 				f.Close()
-				time.Sleep(time.Duration(rand.IntN(15)) * time.Millisecond)
+				time.Sleep(time.Duration(5+rand.IntN(20)) * time.Millisecond)
 				return i, err
 			})
 			if err != nil {
@@ -57,13 +60,13 @@ func registerCrashWorkflow(reg *polos.Registry, effects string) {
 
 func TestMain(m *testing.M) {
 	if url := os.Getenv(envChildURL); url != "" {
-		runChildExecutor(url, os.Getenv(envChildFile))
+		runChildExecutor(url, os.Getenv(envChildFile), os.Getenv(envChildID))
 		return
 	}
 	os.Exit(m.Run())
 }
 
-func runChildExecutor(url, effects string) {
+func runChildExecutor(url, effects, id string) {
 	nc, err := testutil.ConnectChild(url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -72,7 +75,7 @@ func runChildExecutor(url, effects string) {
 	js, _ := jetstream.New(nc)
 	reg := polos.NewRegistry()
 	registerCrashWorkflow(reg, effects)
-	ex, err := executor.New(nc, js, reg, executor.Options{Concurrency: 8})
+	ex, err := executor.New(nc, js, reg, executor.Options{ID: id})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -80,36 +83,56 @@ func runChildExecutor(url, effects string) {
 	_ = ex.Run(context.Background())
 }
 
-// TestKill9ExecutorsMidStep: 50 runs of 10 side-effecting steps while
-// executor processes are killed with SIGKILL at random moments. Every run
-// completes; every completed step's side effect is in the file once, except
-// steps recorded as uncertain (in flight at a kill), which history names by
-// their idempotency key.
+// kill is one kill -9 of an executor child: who and when.
+type kill struct {
+	victim string
+	at     time.Time
+}
+
+// TestKill9ExecutorsMidStep (chaos: executor kill -9): runs of 10
+// side-effecting steps while executor processes are killed with SIGKILL at
+// random moments, with polosd's reaper running. Every run completes; every
+// completed step's side effect is in the file once, except steps recorded
+// as uncertain (in flight at a kill), which history names by their
+// idempotency key. The fault is checked to have landed: kills counted, and
+// the runs a victim was advancing at its kill (steps in flight) counted
+// from the histories; recovery is the time from a kill to the next event
+// of each such run.
 func TestKill9ExecutorsMidStep(t *testing.T) {
+	size := chaosSize(50, 12, 400, 100)
 	srv := testutil.StartServer(t)
 	effects := t.TempDir() + "/effects.log"
 	self, _ := os.Executable()
-	spawn := func() *exec.Cmd {
+	var spawned atomic.Int32
+	spawn := func() (*exec.Cmd, string) {
+		id := fmt.Sprintf("child-%d", spawned.Add(1))
 		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChildURL+"="+srv.ClientURL(), envChildFile+"="+effects, srv.ChildEnv("executor"))
+		cmd.Env = append(os.Environ(), envChildURL+"="+srv.ClientURL(), envChildFile+"="+effects, envChildID+"="+id, srv.ChildEnv("executor"))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		return cmd
+		return cmd, id
 	}
 	h := &harness{t: t, srv: srv, reg: polos.NewRegistry()}
 	h.cl, _ = newClient(srv)
-	const runs = 50
-	ids := make([]string, runs)
-	for i := range ids {
-		ids[i] = h.start("crashy", nil)
+	reaper := executor.NewReaper(srv.NC, srv.JS, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	rctx, stopReaper := context.WithCancel(context.Background())
+	defer stopReaper()
+	go func() { _ = reaper.Run(rctx) }()
+	type proc struct {
+		cmd *exec.Cmd
+		id  string
 	}
 	var mu sync.Mutex
-	procs := []*exec.Cmd{spawn(), spawn()}
+	var procs []proc
+	for i := 0; i < 2; i++ {
+		c, id := spawn()
+		procs = append(procs, proc{c, id})
+	}
+	var kills []kill
 	stop := make(chan struct{})
 	var endChaosOnce sync.Once
-	var kills atomic.Int32
 	go func() { // the chaos monkey
 		for {
 			select {
@@ -118,15 +141,16 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 			case <-time.After(time.Duration(150+rand.IntN(350)) * time.Millisecond):
 			}
 			mu.Lock()
-			if len(procs) == 0 { // killAll ran: the test is over
+			if procs == nil { // killAll ran: the test is over
 				mu.Unlock()
 				return
 			}
-			victim := rand.IntN(len(procs))
-			_ = procs[victim].Process.Signal(syscall.SIGKILL)
-			_ = procs[victim].Wait()
-			kills.Add(1)
-			procs[victim] = spawn()
+			v := rand.IntN(len(procs))
+			_ = procs[v].cmd.Process.Signal(syscall.SIGKILL)
+			kills = append(kills, kill{victim: procs[v].id, at: time.Now()})
+			_ = procs[v].cmd.Wait()
+			c, id := spawn()
+			procs[v] = proc{c, id}
 			mu.Unlock()
 		}
 	}()
@@ -135,16 +159,25 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, p := range procs {
-			_ = p.Process.Signal(syscall.SIGKILL)
-			_ = p.Wait()
+			_ = p.cmd.Process.Signal(syscall.SIGKILL)
+			_ = p.cmd.Wait()
 		}
 		procs = nil
 	}
 	t.Cleanup(killAll)
 	endChaos := func() { endChaosOnce.Do(func() { close(stop) }) }
+	nKills := func() int { mu.Lock(); defer mu.Unlock(); return len(kills) }
+	// Runs keep arriving while the monkey kills, so that kills land on
+	// work: at least size.runs, and one every feedEvery until the last kill.
+	const feedEvery = 25 * time.Millisecond
+	var ids []string
+	for len(ids) < size.runs || nKills() < size.faults {
+		ids = append(ids, h.start("crashy", nil))
+		time.Sleep(feedEvery)
+	}
 	done := 0
-	testutil.CheckFor(t, 3*time.Minute, 100*time.Millisecond, func() error {
-		if kills.Load() >= 12 {
+	testutil.CheckFor(t, 5*time.Minute, 100*time.Millisecond, func() error {
+		if nKills() >= size.faults {
 			endChaos() // enough chaos: let the survivors finish
 		}
 		done = 0
@@ -153,14 +186,13 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 				done++
 			}
 		}
-		if done < runs {
-			return fmt.Errorf("%d of %d runs completed after %d kills", done, runs, kills.Load())
+		if done < len(ids) {
+			return fmt.Errorf("%d of %d runs completed after %d kills", done, len(ids), nKills())
 		}
 		return nil
 	})
 	endChaos()
 	killAll()
-	t.Logf("%d runs completed through %d kill -9s", runs, kills.Load())
 
 	lines := map[string]int{}
 	f, _ := os.Open(effects)
@@ -170,8 +202,10 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 	}
 	f.Close()
 	uncertainTotal := 0
+	var hists [][]events.Event
 	for _, id := range ids {
 		hist := h.history(id)
+		hists = append(hists, hist)
 		s := events.Summarize(hist)
 		if string(s.Result) != "55" {
 			t.Fatalf("run %s result %s", id, s.Result)
@@ -203,7 +237,44 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 			t.Fatalf("run %s completed %d times", id, count(hist, events.RunCompleted))
 		}
 	}
-	t.Logf("%d steps were in flight at a kill and were re-run under their idempotency key", uncertainTotal)
+	inFlight, recov := affectedByKills(hists, kills)
+	if len(kills) == 0 || inFlight == 0 {
+		t.Fatalf("the fault did not land: %d kills, %d steps in flight at a kill", len(kills), inFlight)
+	}
+	reportChaos(t, chaosRow{Fault: "executor kill -9", Runs: len(ids), Faults: len(kills), InFlight: inFlight,
+		Rerun: uncertainTotal, Recovery: recov, Note: fmt.Sprintf("%d runs handed over by the reaper", reaper.Reaped())})
+	if p99 := percentile(recov, 99); size.full && p99 > time.Second {
+		t.Errorf("recovery p99 %v, want <= 1s", p99)
+	}
+}
+
+// affectedByKills finds, for each kill, the runs whose last event before it
+// was written by the victim and did not end the run (the victim was
+// advancing them), counts those whose last event was a step start (a step
+// in flight), and returns the time from each kill to the next event of each
+// affected run.
+func affectedByKills(hists [][]events.Event, kills []kill) (inFlight int, recovery []time.Duration) {
+	for _, k := range kills {
+		at := k.at.UnixNano()
+		for _, hist := range hists {
+			var last, next *events.Event
+			for i := range hist {
+				if hist[i].Time < at {
+					last = &hist[i]
+				} else if next == nil {
+					next = &hist[i]
+				}
+			}
+			if last == nil || next == nil || last.Writer != k.victim || last.Type.IsTerminal() {
+				continue
+			}
+			if last.Type == events.StepStarted {
+				inFlight++
+			}
+			recovery = append(recovery, time.Duration(next.Time-at))
+		}
+	}
+	return inFlight, recovery
 }
 
 func newClient(srv *testutil.Server) (*clientT, error) { return clientNew(srv) }
