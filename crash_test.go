@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos"
+	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/testutil"
@@ -59,6 +60,7 @@ func registerCrashWorkflow(reg *polos.Registry, effects string) {
 }
 
 func TestMain(m *testing.M) {
+	testutil.ServeIfChild()
 	if url := os.Getenv(envChildURL); url != "" {
 		runChildExecutor(url, os.Getenv(envChildFile), os.Getenv(envChildID))
 		return
@@ -89,125 +91,129 @@ type kill struct {
 	at     time.Time
 }
 
-// TestKill9ExecutorsMidStep (chaos: executor kill -9): runs of 10
-// side-effecting steps while executor processes are killed with SIGKILL at
-// random moments, with polosd's reaper running. Every run completes; every
-// completed step's side effect is in the file once, except steps recorded
-// as uncertain (in flight at a kill), which history names by their
-// idempotency key. The fault is checked to have landed: kills counted, and
-// the runs a victim was advancing at its kill (steps in flight) counted
-// from the histories; recovery is the time from a kill to the next event
-// of each such run.
-func TestKill9ExecutorsMidStep(t *testing.T) {
-	size := chaosSize(50, 12, 400, 100)
-	srv := testutil.StartServer(t)
-	effects := t.TempDir() + "/effects.log"
+// crashRig runs executor child processes (the test binary, through
+// TestMain) of the "crashy" workflow against a server, feeds runs, and
+// checks their histories and side effects at the end.
+type crashRig struct {
+	t        *testing.T
+	url      string
+	childEnv string // credentials of the children
+	cl       *client.Client
+	effects  string
+	spawned  atomic.Int32
+	mu       sync.Mutex
+	procs    []crashProc // nil once stopped
+	kills    []kill
+	ids      []string
+}
+
+type crashProc struct {
+	cmd *exec.Cmd
+	id  string
+}
+
+func newCrashRig(t *testing.T, url, childEnv string, cl *client.Client, executors int) *crashRig {
+	r := &crashRig{t: t, url: url, childEnv: childEnv, cl: cl, effects: t.TempDir() + "/effects.log"}
+	for i := 0; i < executors; i++ {
+		r.procs = append(r.procs, r.spawn())
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *crashRig) spawn() crashProc {
 	self, _ := os.Executable()
-	var spawned atomic.Int32
-	spawn := func() (*exec.Cmd, string) {
-		id := fmt.Sprintf("child-%d", spawned.Add(1))
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChildURL+"="+srv.ClientURL(), envChildFile+"="+effects, envChildID+"="+id, srv.ChildEnv("executor"))
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	id := fmt.Sprintf("child-%d", r.spawned.Add(1))
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChildURL+"="+r.url, envChildFile+"="+r.effects, envChildID+"="+id, r.childEnv)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	return crashProc{cmd, id}
+}
+
+// killOne kills a random child with SIGKILL, records it, and starts a
+// replacement. It returns false once the rig is stopped.
+func (r *crashRig) killOne() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.procs == nil {
+		return false
+	}
+	v := rand.IntN(len(r.procs))
+	_ = r.procs[v].cmd.Process.Signal(syscall.SIGKILL)
+	r.kills = append(r.kills, kill{victim: r.procs[v].id, at: time.Now()})
+	_ = r.procs[v].cmd.Wait()
+	r.procs[v] = r.spawn()
+	return true
+}
+
+func (r *crashRig) nKills() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.kills) }
+
+// stop kills every child (also at cleanup: a failed test leaves none).
+func (r *crashRig) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.procs {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		_ = p.cmd.Wait()
+	}
+	r.procs = nil
+}
+
+// feed starts a run every crashFeedEvery, at least min, until done says so.
+func (r *crashRig) feed(min int, done func() bool) {
+	for len(r.ids) < min || !done() {
+		id, _, err := r.cl.Start(context.Background(), "crashy", nil, client.StartOptions{})
+		if err != nil {
+			r.t.Fatal(err)
 		}
-		return cmd, id
+		r.ids = append(r.ids, id)
+		time.Sleep(crashFeedEvery)
 	}
-	h := &harness{t: t, srv: srv, reg: polos.NewRegistry()}
-	h.cl, _ = newClient(srv)
-	reaper := executor.NewReaper(srv.NC, srv.JS, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	rctx, stopReaper := context.WithCancel(context.Background())
-	defer stopReaper()
-	go func() { _ = reaper.Run(rctx) }()
-	type proc struct {
-		cmd *exec.Cmd
-		id  string
-	}
-	var mu sync.Mutex
-	var procs []proc
-	for i := 0; i < 2; i++ {
-		c, id := spawn()
-		procs = append(procs, proc{c, id})
-	}
-	var kills []kill
-	stop := make(chan struct{})
-	var endChaosOnce sync.Once
-	go func() { // the chaos monkey
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Duration(150+rand.IntN(350)) * time.Millisecond):
-			}
-			mu.Lock()
-			if procs == nil { // killAll ran: the test is over
-				mu.Unlock()
-				return
-			}
-			v := rand.IntN(len(procs))
-			_ = procs[v].cmd.Process.Signal(syscall.SIGKILL)
-			kills = append(kills, kill{victim: procs[v].id, at: time.Now()})
-			_ = procs[v].cmd.Wait()
-			c, id := spawn()
-			procs[v] = proc{c, id}
-			mu.Unlock()
-		}
-	}()
-	killAll := func() { // also at cleanup, so a failed test leaves no executor behind
-		endChaosOnce.Do(func() { close(stop) })
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range procs {
-			_ = p.cmd.Process.Signal(syscall.SIGKILL)
-			_ = p.cmd.Wait()
-		}
-		procs = nil
-	}
-	t.Cleanup(killAll)
-	endChaos := func() { endChaosOnce.Do(func() { close(stop) }) }
-	nKills := func() int { mu.Lock(); defer mu.Unlock(); return len(kills) }
-	// Runs keep arriving while the monkey kills, so that kills land on
-	// work: at least size.runs, and one every feedEvery until the last kill.
-	const feedEvery = 25 * time.Millisecond
-	var ids []string
-	for len(ids) < size.runs || nKills() < size.faults {
-		ids = append(ids, h.start("crashy", nil))
-		time.Sleep(feedEvery)
-	}
-	done := 0
-	testutil.CheckFor(t, 5*time.Minute, 100*time.Millisecond, func() error {
-		if nKills() >= size.faults {
-			endChaos() // enough chaos: let the survivors finish
-		}
-		done = 0
-		for _, id := range ids {
-			if s, err := h.cl.Status(context.Background(), id); err == nil && s.Status == events.StatusCompleted {
+}
+
+// crashFeedEvery paces runs so that faults land on work.
+const crashFeedEvery = 25 * time.Millisecond
+
+// waitAll waits until every fed run completed; it reports how many did not.
+func (r *crashRig) waitAll(timeout time.Duration) {
+	r.t.Helper()
+	testutil.CheckFor(r.t, timeout, 100*time.Millisecond, func() error {
+		done := 0
+		for _, id := range r.ids {
+			if s, err := r.cl.Status(context.Background(), id); err == nil && s.Status == events.StatusCompleted {
 				done++
 			}
 		}
-		if done < len(ids) {
-			return fmt.Errorf("%d of %d runs completed after %d kills", done, len(ids), nKills())
+		if done < len(r.ids) {
+			return fmt.Errorf("%d of %d runs completed after %d kills", done, len(r.ids), r.nKills())
 		}
 		return nil
 	})
-	endChaos()
-	killAll()
+}
 
+// verify checks every run: result 55, each position completed once, each
+// side effect done, and done more than once only when the history names
+// the step uncertain (in flight at a fault). It returns the histories and
+// how many steps were re-run under an uncertain outcome.
+func (r *crashRig) verify() (hists [][]events.Event, uncertainTotal int) {
+	t := r.t
 	lines := map[string]int{}
-	f, _ := os.Open(effects)
+	f, _ := os.Open(r.effects)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		lines[strings.TrimSpace(sc.Text())]++
 	}
 	f.Close()
-	uncertainTotal := 0
-	var hists [][]events.Event
-	for _, id := range ids {
-		hist := h.history(id)
+	for _, id := range r.ids {
+		hist, err := r.cl.History(context.Background(), id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
 		hists = append(hists, hist)
-		s := events.Summarize(hist)
-		if string(s.Result) != "55" {
+		if s := events.Summarize(hist); string(s.Result) != "55" {
 			t.Fatalf("run %s result %s", id, s.Result)
 		}
 		completed := map[int]int{}
@@ -237,11 +243,50 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 			t.Fatalf("run %s completed %d times", id, count(hist, events.RunCompleted))
 		}
 	}
-	inFlight, recov := affectedByKills(hists, kills)
-	if len(kills) == 0 || inFlight == 0 {
-		t.Fatalf("the fault did not land: %d kills, %d steps in flight at a kill", len(kills), inFlight)
+	return hists, uncertainTotal
+}
+
+// TestKill9ExecutorsMidStep (chaos: executor kill -9): runs of 10
+// side-effecting steps while executor processes are killed with SIGKILL at
+// random moments, with polosd's reaper running. Every run completes; every
+// completed step's side effect is in the file once, except steps recorded
+// as uncertain (in flight at a kill), which history names by their
+// idempotency key. The fault is checked to have landed: kills counted, and
+// the runs a victim was advancing at its kill (steps in flight) counted
+// from the histories; recovery is the time from a kill to the next event
+// of each such run.
+func TestKill9ExecutorsMidStep(t *testing.T) {
+	size := chaosSize(50, 12, 400, 100)
+	srv := testutil.StartServer(t)
+	cl, _ := newClient(srv)
+	reaper := executor.NewReaper(srv.NC, srv.JS, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	rctx, stopReaper := context.WithCancel(context.Background())
+	defer stopReaper()
+	go func() { _ = reaper.Run(rctx) }()
+	r := newCrashRig(t, srv.ClientURL(), srv.ChildEnv("executor"), cl, 2)
+	stop := make(chan struct{})
+	go func() { // the chaos monkey
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(150+rand.IntN(350)) * time.Millisecond):
+			}
+			if r.nKills() >= size.faults || !r.killOne() {
+				return
+			}
+		}
+	}()
+	r.feed(size.runs, func() bool { return r.nKills() >= size.faults })
+	close(stop)
+	r.waitAll(5 * time.Minute)
+	r.stop()
+	hists, uncertainTotal := r.verify()
+	inFlight, recov := affectedByKills(hists, r.kills)
+	if len(r.kills) == 0 || inFlight == 0 {
+		t.Fatalf("the fault did not land: %d kills, %d steps in flight at a kill", len(r.kills), inFlight)
 	}
-	reportChaos(t, chaosRow{Fault: "executor kill -9", Runs: len(ids), Faults: len(kills), InFlight: inFlight,
+	reportChaos(t, chaosRow{Fault: "executor kill -9", Runs: len(r.ids), Faults: len(r.kills), InFlight: inFlight,
 		Rerun: uncertainTotal, Recovery: recov, Note: fmt.Sprintf("%d runs handed over by the reaper", reaper.Reaped())})
 	if p99 := percentile(recov, 99); size.full && p99 > time.Second {
 		t.Errorf("recovery p99 %v, want <= 1s", p99)
