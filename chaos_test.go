@@ -1,11 +1,22 @@
 package polos_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/client"
+	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/internal/testutil"
 )
 
 // The fault suite (`make chaos`, `make chaos FULL=1`): each fault test
@@ -76,5 +87,64 @@ func reportChaos(t *testing.T, r chaosRow) {
 		}
 		defer f.Close()
 		fmt.Fprintln(f, line)
+	}
+}
+
+// TestChaosBrokerStall: the NATS server process is stopped with SIGSTOP
+// for 5 s (5-20 s, three times, at full size) while runs of side-effecting
+// steps are in flight, then continued. The stall is waited out: no
+// executor is robbed of a run it is advancing, so no completed step is run
+// again, and every run finishes.
+func TestChaosBrokerStall(t *testing.T) {
+	size := chaosSize(40, 1, 200, 3)
+	p := testutil.StartServerProcess(t)
+	nc := p.Connect(t, "server")
+	js, _ := jetstream.New(nc)
+	cl, err := client.New(nc, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaper := executor.NewReaper(nc, js, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	rctx, stopReaper := context.WithCancel(context.Background())
+	defer stopReaper()
+	go func() { _ = reaper.Run(rctx) }()
+	r := newCrashRig(t, p.URL(), p.ChildEnv("executor"), cl, 2)
+	type stall struct{ from, until time.Time }
+	var stalls []stall
+	var stallsDone atomic.Bool
+	go func() {
+		defer stallsDone.Store(true)
+		for i := 0; i < size.faults; i++ {
+			time.Sleep(700 * time.Millisecond)
+			d := 5 * time.Second
+			if size.full {
+				d = time.Duration(5+rand.IntN(16)) * time.Second
+			}
+			from := time.Now()
+			p.Pause()
+			time.Sleep(d)
+			p.Resume()
+			stalls = append(stalls, stall{from, time.Now()})
+		}
+		time.Sleep(500 * time.Millisecond)
+	}()
+	r.feed(size.runs, stallsDone.Load)
+	r.waitAll(3 * time.Minute)
+	r.stop()
+	hists, rerun := r.verify()
+	inFlight := 0
+	var recov []time.Duration
+	for _, s := range stalls {
+		n, rec := affectedBy(hists, s.from, s.until, "")
+		inFlight += n
+		recov = append(recov, rec...)
+	}
+	if len(stalls) != size.faults || inFlight == 0 {
+		t.Fatalf("the fault did not land: %d stalls, %d steps in flight at a stall", len(stalls), inFlight)
+	}
+	reportChaos(t, chaosRow{Fault: "broker SIGSTOP", Runs: len(r.ids), Faults: len(stalls), InFlight: inFlight, Rerun: rerun, Recovery: recov,
+		Note: fmt.Sprintf("%d starts refused during a stall; %d runs reaped", r.refused, reaper.Reaped())})
+	if rerun != 0 {
+		t.Fatalf("%d completed steps ran again after a stall with no process killed", rerun)
 	}
 }

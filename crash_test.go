@@ -105,6 +105,7 @@ type crashRig struct {
 	procs    []crashProc // nil once stopped
 	kills    []kill
 	ids      []string
+	refused  int // starts not acknowledged (a fault was on)
 }
 
 type crashProc struct {
@@ -165,17 +166,26 @@ func (r *crashRig) stop() {
 // feed starts a run every crashFeedEvery, at least min, until done says so.
 func (r *crashRig) feed(min int, done func() bool) {
 	for len(r.ids) < min || !done() {
-		id, _, err := r.cl.Start(context.Background(), "crashy", nil, client.StartOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), crashStartTimeout)
+		id, _, err := r.cl.Start(ctx, "crashy", nil, client.StartOptions{})
+		cancel()
 		if err != nil {
-			r.t.Fatal(err)
+			// Refused or unanswered while the broker is down: not
+			// acknowledged, so not counted (it may still run).
+			r.refused++
+			continue
 		}
 		r.ids = append(r.ids, id)
 		time.Sleep(crashFeedEvery)
 	}
 }
 
-// crashFeedEvery paces runs so that faults land on work.
-const crashFeedEvery = 25 * time.Millisecond
+// crashFeedEvery paces runs so that faults land on work; crashStartTimeout
+// bounds a start while the broker is down.
+const (
+	crashFeedEvery    = 25 * time.Millisecond
+	crashStartTimeout = 2 * time.Second
+)
 
 // waitAll waits until every fed run completed; it reports how many did not.
 func (r *crashRig) waitAll(timeout time.Duration) {
@@ -300,24 +310,34 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 // affected run.
 func affectedByKills(hists [][]events.Event, kills []kill) (inFlight int, recovery []time.Duration) {
 	for _, k := range kills {
-		at := k.at.UnixNano()
-		for _, hist := range hists {
-			var last, next *events.Event
-			for i := range hist {
-				if hist[i].Time < at {
-					last = &hist[i]
-				} else if next == nil {
-					next = &hist[i]
-				}
+		n, rec := affectedBy(hists, k.at, k.at, k.victim)
+		inFlight += n
+		recovery = append(recovery, rec...)
+	}
+	return inFlight, recovery
+}
+
+// affectedBy finds the runs whose last event before the fault started at
+// from was written by writer ("" = anyone) and did not end the run, counts
+// those with a step in flight (last event a step start), and returns, for
+// each, the time from until (the fault's end) to the run's next event.
+func affectedBy(hists [][]events.Event, from, until time.Time, writer string) (inFlight int, recovery []time.Duration) {
+	for _, hist := range hists {
+		var last, next *events.Event
+		for i := range hist {
+			if hist[i].Time < from.UnixNano() {
+				last = &hist[i]
+			} else if next == nil && hist[i].Time >= until.UnixNano() {
+				next = &hist[i]
 			}
-			if last == nil || next == nil || last.Writer != k.victim || last.Type.IsTerminal() {
-				continue
-			}
-			if last.Type == events.StepStarted {
-				inFlight++
-			}
-			recovery = append(recovery, time.Duration(next.Time-at))
 		}
+		if last == nil || next == nil || (writer != "" && last.Writer != writer) || last.Type.IsTerminal() {
+			continue
+		}
+		if last.Type == events.StepStarted {
+			inFlight++
+		}
+		recovery = append(recovery, time.Duration(next.Time-until.UnixNano()))
 	}
 	return inFlight, recovery
 }
