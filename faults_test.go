@@ -106,7 +106,58 @@ func TestRecordedDecisionsAlwaysMoveTheirRuns(t *testing.T) {
 	})
 	t.Logf("%d impatient callers gave up (%d after their decision was stored), %d decisions stored with no task; all %d runs completed; waker queued %d",
 		gaveUp, strandedCandidates, taskless, len(ids), w.Woken())
+	reportChaos(t, chaosRow{Fault: "decisions by callers that give up", Runs: len(ids), Faults: gaveUp + taskless, InFlight: strandedCandidates + taskless,
+		Note: fmt.Sprintf("callers gave up after 1-13 ms; %d decisions stored with no task; the waker queued %d", taskless, w.Woken())})
 	if w.Woken() < int64(len(ids)) {
 		t.Fatalf("the waker queued %d runs, want one per decision (%d)", w.Woken(), len(ids))
 	}
+}
+
+// TestChaosExecutorWithoutTheWorkflow: runs start while the only executor
+// does not have their workflow (an old build); their tasks are handed back,
+// never dropped, and every run finishes once an executor that has it
+// starts.
+func TestChaosExecutorWithoutTheWorkflow(t *testing.T) {
+	size := chaosSize(20, 1, 200, 1)
+	var ran atomic.Int32
+	h := newHarness(t, polos.NewRegistry(), 0)
+	old := h.startExecutor("exec-old-build")
+	var ids []string
+	for i := 0; i < size.runs; i++ {
+		ids = append(ids, h.start("ten_steps", nil))
+	}
+	testutil.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if got := old.Stats().Retried; got < int64(len(ids)) {
+			return fmt.Errorf("old executor handed back %d tasks, want %d", got, len(ids))
+		}
+		return nil
+	})
+	if got := old.Stats().Terminated; got != 0 {
+		t.Fatalf("the old executor dropped %d tasks", got)
+	}
+	handedBack := old.Stats().Retried
+	h.reg = polos.NewRegistry()
+	polos.Register(h.reg, "ten_steps", func(ctx polos.Context, _ struct{}) (int, error) {
+		for i := 0; i < 10; i++ {
+			if _, err := polos.Step(ctx, fmt.Sprint("s", i), func(context.Context, string) (int, error) { ran.Add(1); return i, nil }); err != nil {
+				return 0, err
+			}
+		}
+		return 10, nil
+	})
+	newAt := time.Now()
+	h.startExecutor("exec-new-build")
+	var recov []time.Duration
+	for _, id := range ids {
+		s := h.result(id)
+		if s.Status != events.StatusCompleted {
+			t.Fatalf("run %s is %s", id, s.Status)
+		}
+		recov = append(recov, s.UpdatedAt.Sub(newAt))
+	}
+	if int(ran.Load()) != 10*len(ids) {
+		t.Fatalf("steps ran %d times, want %d", ran.Load(), 10*len(ids))
+	}
+	reportChaos(t, chaosRow{Fault: "executor without the workflow", Runs: len(ids), Faults: len(ids), InFlight: int(handedBack), Recovery: recov,
+		Note: "tasks handed back, none dropped; recovery = new executor start to run end"})
 }

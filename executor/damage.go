@@ -26,13 +26,27 @@ import (
 // replay, so a damaged run with a cancel_requested event is cancelled by
 // appending run_cancelled after its last message.
 
+// unknownWorkflowDelay is the hand-back delay of a task delivered for the
+// deliveries-th time to an executor without its workflow.
+func unknownWorkflowDelay(deliveries uint64) time.Duration {
+	d := DefaultBusyDelay
+	for i := uint64(1); i < deliveries && d < DefaultUnknownWorkflowDelay; i++ {
+		d *= 2
+	}
+	return min(d, DefaultUnknownWorkflowDelay)
+}
+
 // Defaults.
 const (
-	// DefaultUnknownWorkflowDelay is how long a task for a workflow this
+	// DefaultUnknownWorkflowDelay is the longest a task for a workflow this
 	// executor does not serve waits before it is offered again. It is not
 	// terminated: another executor (or the next deployment) may serve the
-	// workflow. Long, so that a run nobody serves costs one delivery per
-	// delay, not a busy loop.
+	// workflow. When a live executor answers for the workflow
+	// (protocol.AnyoneServes) the task is handed back after DefaultBusyDelay,
+	// so it reaches that executor within a few short bounces; otherwise the
+	// delay doubles from DefaultBusyDelay with each delivery
+	// (unknownWorkflowDelay), so a run nobody serves costs one delivery per
+	// DefaultUnknownWorkflowDelay, not a busy loop.
 	DefaultUnknownWorkflowDelay = 10 * time.Second
 	// DefaultReportedSetSize bounds the "already logged" memory of an
 	// executor (damaged runs, unknown workflows, runs without history).

@@ -143,6 +143,17 @@ func (e *Executor) Run(ctx context.Context) error {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer liveness probes")
 	}
 	defer func() { _ = probes.Unsubscribe() }()
+	if names, ok := e.reg.(interface{ Names() []string }); ok {
+		serves, err := protocol.AnswerServes(e.nc, e.opts.Namespace, names.Names())
+		if err != nil {
+			return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer workflow presence probes")
+		}
+		defer func() {
+			for _, s := range serves {
+				_ = s.Unsubscribe()
+			}
+		}()
+	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(e.opts.Concurrency), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull tasks")
@@ -199,7 +210,11 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 	stop := heartbeat(msg)
 	defer stop()
 	o, err := e.advance(ctx, t.RunID, protocol.QueueOfTaskSubject(msg.Subject()))
-	how, delay := e.verdict(t.RunID, o, err)
+	var deliveries uint64 = 1
+	if md, err := msg.Metadata(); err == nil {
+		deliveries = md.NumDelivered
+	}
+	how, delay := e.verdict(t.RunID, o, err, deliveries)
 	e.settle(msg, how, delay)
 }
 
@@ -214,7 +229,7 @@ const (
 
 // verdict decides what becomes of the task that advanced runID with
 // outcome o and error err, and logs what an operator must know, once.
-func (e *Executor) verdict(runID string, o replay.Outcome, err error) (settlement, time.Duration) {
+func (e *Executor) verdict(runID string, o replay.Outcome, err error, deliveries uint64) (settlement, time.Duration) {
 	if perr.CodeOf(err) == CodeRunBusy {
 		return settleNak, DefaultBusyDelay
 	}
@@ -237,10 +252,13 @@ func (e *Executor) verdict(runID string, o replay.Outcome, err error) (settlemen
 	case code == replay.CodeWorkflowNotFound && errors.As(err, &unknown):
 		// Another executor may serve it: hand the task back, slowly.
 		if e.reported.first("workflow:"+unknown.name, time.Now()) {
-			e.log.Error("tasks for a workflow this executor does not serve are offered again every "+DefaultUnknownWorkflowDelay.String()+" (logged once per workflow)",
+			e.log.Error("tasks for a workflow this executor does not serve are handed back, offered again after "+DefaultBusyDelay.String()+" doubling up to "+DefaultUnknownWorkflowDelay.String()+" (logged once per workflow)",
 				"workflow", unknown.name, "run", runID, "err", err)
 		}
-		return settleNak, DefaultUnknownWorkflowDelay
+		if protocol.AnyoneServes(context.Background(), e.nc, e.opts.Namespace, unknown.name) {
+			return settleNak, DefaultBusyDelay // a live executor has it: let it take the task
+		}
+		return settleNak, unknownWorkflowDelay(deliveries)
 	}
 	e.log.Warn("advancing run failed; task will be retried", "run", runID, "err", err)
 	return settleNak, DefaultRetryDelay

@@ -15,8 +15,8 @@ import (
 
 // TestTasksThatCannotBeDone: a malformed task and a task for a run with no
 // history are terminated; a task for a workflow this executor does not
-// serve is handed back with a long delay (another executor may serve it),
-// logged once, and never terminated.
+// serve is handed back with a delay that doubles with each delivery
+// (another executor may serve it), logged once, and never terminated.
 func TestTasksThatCannotBeDone(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
@@ -64,9 +64,13 @@ func TestTasksThatCannotBeDone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settled(executor.Stats{Terminated: 2, Retried: 2})
-	time.Sleep(3 * time.Second) // the delay is long: no redelivery in this window
-	settled(executor.Stats{Terminated: 2, Retried: 2})
+	// Nobody serves the workflow: each task is handed back after a delay
+	// that doubles from 100 ms (0.1+0.2+0.4+0.8+1.6 s: about 5 deliveries
+	// each in the first 3 s), never terminated.
+	time.Sleep(3 * time.Second)
+	if got := r.ex.Stats(); got.Terminated != 2 || got.Retried < 2 || got.Retried > 2*6 {
+		t.Fatalf("stats %+v: want 2 terminated and 2..12 hand-backs of the unserved tasks in 3 s (backing off)", got)
+	}
 	info, err := cons.Info(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -137,3 +137,40 @@ func AnswerProbes(nc *nats.Conn, ns, owner string, holds func(runID string) bool
 		_ = m.Respond(b)
 	})
 }
+
+// Workflow presence: an executor that has a workflow answers on
+// ServesSubject, so one that lacks it can tell "another live executor has
+// it: hand the task back at once" from "nobody has it now: back off".
+
+// ServesSubject is where the executors serving workflow answer presence
+// probes (core NATS: no stored state; a dead executor's answer vanishes
+// with its connection).
+func ServesSubject(ns, workflow string) string {
+	return nsPrefix(ns) + tokExec + ".wf." + subjectToken(workflow)
+}
+
+// AnyoneServes reports whether a live executor serves workflow: some
+// answer within DefaultProbeTimeout. Silence or "no responders" is false.
+func AnyoneServes(ctx context.Context, nc *nats.Conn, ns, workflow string) bool {
+	ctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
+	defer cancel()
+	_, err := nc.RequestWithContext(ctx, ServesSubject(ns, workflow), nil)
+	return err == nil
+}
+
+// AnswerServes answers presence probes for workflows on nc until the
+// subscriptions end with the connection or are unsubscribed.
+func AnswerServes(nc *nats.Conn, ns string, workflows []string) ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	for _, w := range workflows {
+		s, err := nc.Subscribe(ServesSubject(ns, w), func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Unsubscribe()
+			}
+			return nil, err
+		}
+		subs = append(subs, s)
+	}
+	return subs, nil
+}

@@ -338,7 +338,7 @@ func (d *Daemon) connect() error {
 		if err != nil {
 			return err
 		}
-		opts := append([]nats.Option{nats.Name("polosd-" + o.Role), nats.MaxReconnects(-1), nats.Timeout(client.DefaultConnectTimeout)}, credOpts...)
+		opts := append(append([]nats.Option{nats.Name("polosd-" + o.Role), nats.Timeout(client.DefaultConnectTimeout)}, protocol.ServiceConnOptions()...), credOpts...)
 		d.nc, err = nats.Connect(o.NATSURL, opts...)
 		if err != nil {
 			return perr.Wrap(err, client.CodeUnreachable, "start the NATS server (or `polosd --role server`) first, or fix --nats-url and the credentials options",

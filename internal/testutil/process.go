@@ -134,15 +134,15 @@ func (p *ServerProcess) CredsFile(name string) string {
 // ChildEnv lets a child process connect as identity name (ConnectChild).
 func (p *ServerProcess) ChildEnv(name string) string { return EnvChildCreds + "=" + p.CredsFile(name) }
 
-// Connect dials the process as identity name, reconnecting forever (as
-// polosd's own clients do), and closes the connection at cleanup.
+// Connect dials the process as identity name, reconnecting as polosd's own
+// connections do (protocol.ServiceConnOptions), and closes the connection at cleanup.
 func (p *ServerProcess) Connect(t testing.TB, name string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	f, err := creds.Load(p.CredsFile(name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(p.URL(), append(append(f.NATSOptions(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)), opts...)...)
+	nc, err := nats.Connect(p.URL(), append(append(f.NATSOptions(), protocol.ServiceConnOptions()...), opts...)...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", name, err)
 	}

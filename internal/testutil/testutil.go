@@ -122,7 +122,7 @@ func ConnectChild(url string, opts ...nats.Option) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nats.Connect(url, append(f.NATSOptions(), opts...)...)
+	return nats.Connect(url, append(append(f.NATSOptions(), protocol.ServiceConnOptions()...), opts...)...)
 }
 
 // SandboxHost serves providers on nc (namespace "default") with a fresh
