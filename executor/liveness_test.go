@@ -170,5 +170,3 @@ func TestReaperHandsOverADeadOwnersRuns(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
-
-
