@@ -5,7 +5,7 @@ PKGS    ?= ./...
 # Debian packages the tests need beyond Go (mk/testdeps.sh checks or installs them).
 TESTDEPS = busybox-static chromium curl
 
-.PHONY: all build test demo bench gobench lint images-test clean help
+.PHONY: all build test chaos demo bench gobench lint images-test clean help
 
 all: build
 
@@ -17,6 +17,13 @@ build:
 test:
 	mk/testdeps.sh $(TESTDEPS)
 	$(GO) vet $(PKGS) && $(GO) test -count=1 -timeout 40m $(PKGS) && POLOS_CACHE_OFF=1 $(GO) test -count=1 -timeout 20m . ./executor/... ./client/... && POLOS_GROUP_COMMIT=1 $(GO) test -count=1 -timeout 20m .
+
+## chaos: the fault suite and its table (FULL=1: full size; `make test` runs it at CI size)
+CHAOS_TESTS = TestKill9ExecutorsMidStep|TestChaos|TestRecordedDecisionsAlwaysMoveTheirRuns
+chaos:
+	@rm -f $(BIN)/chaos.md; mkdir -p $(BIN)
+	POLOS_CHAOS_TABLE=$(CURDIR)/$(BIN)/chaos.md POLOS_CHAOS_FULL=$(if $(FULL),1,) $(GO) test -count=1 -timeout 60m -run '^($(CHAOS_TESTS))' .
+	@echo; echo "| fault | runs | faults | in flight | lost | re-run | stuck | recovery p50 | p99 | note |"; echo "|---|---|---|---|---|---|---|---|---|---|"; cat $(BIN)/chaos.md
 
 ## demo: the offline demo end to end (scripted model, local sandbox, an approval)
 demo: build
