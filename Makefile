@@ -22,7 +22,7 @@ test:
 CHAOS_TESTS = TestKill9ExecutorsMidStep|TestChaos|TestRecordedDecisionsAlwaysMoveTheirRuns
 chaos:
 	@rm -f $(BIN)/chaos.md; mkdir -p $(BIN)
-	POLOS_CHAOS_TABLE=$(CURDIR)/$(BIN)/chaos.md POLOS_CHAOS_FULL=$(if $(FULL),1,) $(GO) test -count=1 -timeout 60m -run '^($(CHAOS_TESTS))' .
+	POLOS_CHAOS_TABLE=$(abspath $(BIN))/chaos.md POLOS_CHAOS_FULL=$(if $(FULL),1,) $(GO) test -count=1 -timeout 60m -run '^($(CHAOS_TESTS))' .
 	@echo; echo "| fault | runs | faults | in flight | lost | re-run | stuck | recovery p50 | p99 | note |"; echo "|---|---|---|---|---|---|---|---|---|---|"; cat $(BIN)/chaos.md
 
 ## demo: the offline demo end to end (scripted model, local sandbox, an approval)
