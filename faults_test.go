@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,4 +161,81 @@ func TestChaosExecutorWithoutTheWorkflow(t *testing.T) {
 	}
 	reportChaos(t, chaosRow{Fault: "executor without the workflow", Runs: len(ids), Faults: len(ids), InFlight: int(handedBack), Recovery: recov,
 		Note: "tasks handed back, none dropped; recovery = new executor start to run end"})
+}
+
+// TestShutdownHandsRunsOverAtOnce: an executor told to stop (SIGTERM in
+// polosd) does not finish its runs: each stops at its next durable call,
+// with everything done so far recorded, and another executor continues it
+// at once. No step is cut short, run twice, or left uncertain.
+func TestShutdownHandsRunsOverAtOnce(t *testing.T) {
+	const runs, steps, stepTime = 6, 20, 30 * time.Millisecond
+	reg := polos.NewRegistry()
+	var mu sync.Mutex
+	ran := map[string]int{}
+	polos.Register(reg, "long", func(ctx polos.Context, _ struct{}) (int, error) {
+		for i := 0; i < steps; i++ {
+			if _, err := polos.Step(ctx, fmt.Sprint("s", i), func(_ context.Context, key string) (int, error) {
+				mu.Lock()
+				ran[key]++
+				mu.Unlock()
+				time.Sleep(stepTime)
+				return i, nil
+			}); err != nil {
+				return 0, err
+			}
+		}
+		return steps, nil
+	})
+	h := newHarness(t, reg, 0)
+	first, err := executor.New(h.srv.NC, h.srv.JS, reg, executor.Options{ID: "exec-leaving"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	returned := make(chan struct{})
+	go func() { _ = first.Run(ctx); close(returned) }()
+	var ids []string
+	for i := 0; i < runs; i++ {
+		ids = append(ids, h.start("long", nil))
+	}
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ran) < runs*3 {
+			return fmt.Errorf("%d steps ran", len(ran))
+		}
+		return nil
+	})
+	h.startExecutor("exec-staying")
+	stoppedAt := time.Now()
+	stop()
+	<-returned
+	took := time.Since(stoppedAt)
+	for _, id := range ids {
+		if s := h.result(id); s.Status != events.StatusCompleted {
+			t.Fatalf("run %s: %s", id, s.Status)
+		}
+		hist := h.history(id)
+		if n := count(hist, events.StepUncertain); n != 0 {
+			t.Fatalf("run %s: %d uncertain steps after a graceful stop", id, n)
+		}
+		moved := false
+		for _, e := range hist {
+			moved = moved || e.Writer == "exec-staying"
+		}
+		if !moved {
+			t.Fatalf("run %s was finished by the leaving executor, not handed over", id)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for k, n := range ran {
+		if n != 1 {
+			t.Fatalf("step %s ran %d times", k, n)
+		}
+	}
+	t.Logf("stopping executor returned after %v with %d runs of %d x %v steps in flight", took, runs, steps, stepTime)
+	if took > 10*stepTime+time.Second {
+		t.Fatalf("stop took %v: runs were finished, not handed over", took)
+	}
 }

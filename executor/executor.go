@@ -84,6 +84,7 @@ type Executor struct {
 	slots   *ratelimit.Slots
 
 	held     runSet      // runs this executor holds leases on (liveness answers)
+	active   runners     // runs executing now (asked to yield at shutdown)
 	renewals renewHealth // whether lease renewals reach the store
 	reported *onceSet    // what was logged already (damage, unknown workflows)
 	kicked   *onceSet    // damaged runs the watch queued recently
@@ -129,8 +130,9 @@ func (e *Executor) Store() *events.Store { return e.store }
 func (e *Executor) ID() string { return e.opts.ID }
 
 // Run pulls and processes tasks until ctx is cancelled. On cancellation it
-// stops pulling, lets runs in flight finish their current work, and
-// returns; tasks it had not finished are redelivered to another executor.
+// stops pulling, and each run in flight stops at its next durable call
+// (the step it is executing finishes and is recorded; replay.Yielded): its
+// task is handed back at once, for another executor to continue.
 func (e *Executor) Run(ctx context.Context) error {
 	cons, err := e.js.Consumer(ctx, protocol.TasksStream, protocol.ExecutorConsumer(e.opts.Namespace))
 	if err != nil {
@@ -158,7 +160,14 @@ func (e *Executor) Run(ctx context.Context) error {
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull tasks")
 	}
-	go func() { <-ctx.Done(); iter.Drain() }()
+	go func() {
+		<-ctx.Done()
+		iter.Drain()
+		// Shutting down: runs in flight stop at their next durable call
+		// and go to other executors at once (none of their steps is cut
+		// short or run twice).
+		e.active.yieldAll()
+	}()
 	if !e.opts.NoDamageWatch {
 		stopWatch, err := e.watchDamage(ctx)
 		if err != nil {
@@ -235,6 +244,9 @@ func (e *Executor) verdict(runID string, o replay.Outcome, err error, deliveries
 	}
 	if ahead, ok := waitingForSlot(err); ok {
 		return settleNak, slotRetryDelay(ahead)
+	}
+	if err == nil && o.Kind == replay.Yielded {
+		return settleNak, 0 // another executor continues it now
 	}
 	if err == nil && o.Kind != replay.Infrastructure {
 		return settleAck, 0
@@ -334,6 +346,41 @@ func (e *Executor) lock(runID string) (unlock func()) {
 	}
 }
 
+// runners are the runs this executor is executing, by run ID.
+type runners struct {
+	mu sync.Mutex
+	m  map[string]*replay.Runner
+	// yielding: every runner added from now on is asked to yield at once.
+	yielding bool
+}
+
+func (a *runners) add(runID string, r *replay.Runner) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]*replay.Runner{}
+	}
+	a.m[runID] = r
+	if a.yielding {
+		r.RequestYield()
+	}
+}
+
+func (a *runners) remove(runID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.m, runID)
+}
+
+func (a *runners) yieldAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.yielding = true
+	for _, r := range a.m {
+		r.RequestYield()
+	}
+}
+
 type runLock struct {
 	mu   sync.Mutex
 	refs int
@@ -399,7 +446,9 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 			r.RequestCancel()
 		}
 	})
+	e.active.add(runID, r)
 	o := r.Run(ctx, wf)
+	e.active.remove(runID)
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
@@ -412,7 +461,7 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 		return e.damaged(ctx, runID, damaged)
 	}
 	switch o.Kind {
-	case replay.LostOwnership, replay.Infrastructure:
+	case replay.LostOwnership, replay.Infrastructure, replay.Yielded:
 		e.cache.drop(runID)
 	default:
 		if e.opts.CacheOff {

@@ -57,10 +57,11 @@ const (
 	Parked         // non-determinism: waits for an operator
 	LostOwnership  // another executor owns the run; stop quietly
 	Infrastructure // the store or an effect failed; retry the task later
+	Yielded        // the executor is shutting down: the run stopped at a durable call, everything recorded; another executor continues it
 )
 
 func (k OutcomeKind) String() string {
-	return [...]string{"?", "completed", "failed", "cancelled", "waiting", "parked", "lost-ownership", "infrastructure"}[k]
+	return [...]string{"?", "completed", "failed", "cancelled", "waiting", "parked", "lost-ownership", "infrastructure", "yielded"}[k]
 }
 
 // Outcome is the result of Runner.Run.
@@ -99,6 +100,7 @@ type Runner struct {
 	pos      int
 
 	cancelReq atomic.Bool
+	yieldReq  atomic.Bool
 	exiting   bool // the workflow goroutine is unwinding (parked / lost)
 
 	// Run timeout: running time only (waiting for a person, a timer or an
@@ -143,6 +145,13 @@ func NewRunner(hist []events.Event, j Journal, fx Effects) (*Runner, error) {
 // History returns the history as the runner knows it (after Run: including
 // what it appended).
 func (r *Runner) History() []events.Event { return r.hist }
+
+// RequestYield asks the run to stop at its next durable call that would
+// execute new work: what completed so far is recorded (a deferred step
+// completion is stored first), nothing in flight is cut short, and Run
+// returns a Yielded outcome, so another executor continues the run
+// without running any step again. For a graceful shutdown.
+func (r *Runner) RequestYield() { r.yieldReq.Store(true) }
 
 // RequestCancel cancels the run's context now (a cancel_requested event was
 // seen live); the next durable call records the cancellation.
@@ -466,6 +475,13 @@ func (r *Runner) frontier() {
 		ev := &events.Event{Type: events.RunCancelled}
 		r.append(ev)
 		r.exit(Outcome{Kind: Cancelled, Terminal: ev})
+	}
+	if r.yieldReq.Load() {
+		if done := r.pendingDone; done != nil {
+			r.pendingDone = nil
+			r.append(done)
+		}
+		r.exit(Outcome{Kind: Yielded})
 	}
 }
 

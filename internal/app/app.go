@@ -467,9 +467,10 @@ func (d *Daemon) startWatchers() error {
 	return nil
 }
 
-// Stop shuts down in order: executors stop pulling and finish their
-// in-flight steps (up to ShutdownTimeout; unfinished tasks are redelivered
-// to other executors after the ack wait), the sandbox host stops, HTTP
+// Stop shuts down in order: executors stop pulling, finish the step each
+// run is executing and hand the runs back to other executors at once (up
+// to ShutdownTimeout; tasks of steps still running then are redelivered
+// after the ack wait), the sandbox host stops, HTTP
 // drains, the NATS connection flushes, the embedded server shuts down
 // (flushing its store) and releases the data directory. Safe on a partly
 // started daemon.
