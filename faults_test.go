@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,5 +238,69 @@ func TestShutdownHandsRunsOverAtOnce(t *testing.T) {
 	t.Logf("stopping executor returned after %v with %d runs of %d x %v steps in flight", took, runs, steps, stepTime)
 	if took > 10*stepTime+time.Second {
 		t.Fatalf("stop took %v: runs were finished, not handed over", took)
+	}
+}
+
+// TestRunsStayOnTheirBuild: a run is pinned to the build of the first
+// executor that advanced it. While an executor of that build lives, an
+// executor of another build hands the run's tasks back; once none lives,
+// the other build continues it. A run whose workflow no live executor has
+// is listed by `--stuck` with the reason.
+func TestRunsStayOnTheirBuild(t *testing.T) {
+	reg := polos.NewRegistry()
+	var ran atomic.Int32
+	approvalWorkflow(reg, &ran)
+	h := newHarness(t, reg, 0)
+	start := func(id, build string) (stop func()) {
+		ex, err := executor.New(h.srv.NC, h.srv.JS, reg, executor.Options{ID: id, BuildID: build})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = ex.Run(ctx); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stopOld := start("exec-v1", "v1")
+	ids := []string{h.start("approve", "a"), h.start("approve", "b"), h.start("approve", "c")}
+	for _, id := range ids {
+		if s := h.waitStatus(id, events.StatusWaiting); s.BuildID != "v1" {
+			t.Fatalf("run %s pinned to %q, want v1", id, s.BuildID)
+		}
+	}
+	stopNew := start("exec-v2", "v2")
+	defer stopNew()
+	approve := client.Decision{Data: json.RawMessage(`{"approved":true}`), DecidedBy: "tester"}
+	if _, err := h.cl.Resume(context.Background(), ids[0], "approve-cmd", approve); err != nil {
+		t.Fatal(err)
+	}
+	h.result(ids[0])
+	for _, e := range h.history(ids[0]) {
+		if e.Writer == "exec-v2" {
+			t.Fatalf("build v2 advanced a run pinned to v1 while v1 was alive: %s at %d", e.Type, e.Seq)
+		}
+	}
+	stopOld()
+	if _, err := h.cl.Resume(context.Background(), ids[1], "approve-cmd", approve); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.result(ids[1]); s.Status != events.StatusCompleted || s.BuildID != "v1" {
+		t.Fatalf("run pinned to v1, continued by v2: %s, build %q", s.Status, s.BuildID)
+	}
+
+	orphan := h.start("approve_v3_only", nil)
+	var stuck []events.Summary
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		if stuck, err = h.cl.List(context.Background(), client.ListFilter{Stuck: true}); err != nil {
+			return err
+		}
+		if len(stuck) != 1 || stuck[0].ID != orphan {
+			return fmt.Errorf("stuck runs: %+v, want only %s", stuck, orphan)
+		}
+		return nil
+	})
+	if !strings.Contains(stuck[0].Stuck, `no live executor serves workflow "approve_v3_only"`) {
+		t.Fatalf("reason: %q", stuck[0].Stuck)
 	}
 }

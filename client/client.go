@@ -551,6 +551,9 @@ type ListFilter struct {
 	Status string
 	Agent  string
 	Limit  int
+	// Stuck keeps only running runs that no live executor can serve, each
+	// with Summary.Stuck saying why (`polos list --stuck`).
+	Stuck bool
 }
 
 // List reads the derived run index, newest first (ListRuns also reports

@@ -63,8 +63,13 @@ type Summary struct {
 	Parent    string          `json:"parent,omitempty"`
 	Session   string          `json:"session,omitempty"`
 	Queue     string          `json:"queue,omitempty"`
-	LastSeq   uint64          `json:"last_seq"`
-	Events    int             `json:"events"`
+	// BuildID is the build of the executor code the run is pinned to.
+	BuildID string `json:"build_id,omitempty"`
+	// Stuck says why no live executor can serve the run (`polos list
+	// --stuck`; empty otherwise).
+	Stuck   string `json:"stuck,omitempty"`
+	LastSeq uint64 `json:"last_seq"`
+	Events  int    `json:"events"`
 	// ExecUnconfined: a sandbox of this run runs commands unconfined on
 	// its host (an AnnotationExecUnconfined was recorded).
 	ExecUnconfined bool `json:"exec_unconfined,omitempty"`
@@ -80,6 +85,21 @@ type Summary struct {
 // sandbox runs exec unconfined (the local provider's unsafe mode).
 const AnnotationExecUnconfined = "exec_unconfined"
 
+// AttrBuildID is the attribute of the first event an executor appends to a
+// run: the build ID of its code, to which the run is pinned.
+const AttrBuildID = "build_id"
+
+// BuildOf is the build ID a history is pinned to ("" before any executor
+// appended to it).
+func BuildOf(hist []Event) string {
+	for i := range hist {
+		if b := hist[i].Attr(AttrBuildID); b != "" {
+			return b
+		}
+	}
+	return ""
+}
+
 // Summarize derives a run's summary from its full history (vetted with Vet
 // first, so a message out of place counts as damage). It is pure.
 func Summarize(hist []Event) Summary {
@@ -94,6 +114,7 @@ func Summarize(hist []Event) Summary {
 	s.Parent = first.Attr("parent")
 	s.Session = first.Attr("session")
 	s.Queue = first.Attr("queue")
+	s.BuildID = BuildOf(hist)
 	s.CreatedAt = first.At()
 	s.Status = StatusRunning
 	last := hist[len(hist)-1]

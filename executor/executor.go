@@ -65,6 +65,12 @@ type Options struct {
 	// task only.
 	NoDamageWatch bool
 	Logger        *slog.Logger
+	// BuildID identifies this executor's code (default
+	// protocol.DefaultBuildID). A run is pinned to the build of the first
+	// executor that advances it (attribute build_id); an executor of
+	// another build hands its tasks back while a live executor of the
+	// pinned build exists, and continues the run when none does.
+	BuildID string
 	// Hooks for tests and metrics.
 	OnOutcome func(runID string, o replay.Outcome)
 }
@@ -109,6 +115,9 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg Registry, o Options) (*Execu
 	if os.Getenv(EnvCacheOff) == "1" {
 		o.CacheOff = true
 	}
+	if o.BuildID == "" {
+		o.BuildID = protocol.DefaultBuildID()
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -145,17 +154,19 @@ func (e *Executor) Run(ctx context.Context) error {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer liveness probes")
 	}
 	defer func() { _ = probes.Unsubscribe() }()
+	var workflows []string
 	if names, ok := e.reg.(interface{ Names() []string }); ok {
-		serves, err := protocol.AnswerServes(e.nc, e.opts.Namespace, names.Names())
-		if err != nil {
-			return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer workflow presence probes")
-		}
-		defer func() {
-			for _, s := range serves {
-				_ = s.Unsubscribe()
-			}
-		}()
+		workflows = names.Names()
 	}
+	presence, err := protocol.AnswerPresence(e.nc, e.opts.Namespace, workflows, e.opts.BuildID)
+	if err != nil {
+		return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer presence probes")
+	}
+	defer func() {
+		for _, s := range presence {
+			_ = s.Unsubscribe()
+		}
+	}()
 	iter, err := cons.Messages(jetstream.PullMaxMessages(e.opts.Concurrency), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull tasks")
@@ -239,7 +250,7 @@ const (
 // verdict decides what becomes of the task that advanced runID with
 // outcome o and error err, and logs what an operator must know, once.
 func (e *Executor) verdict(runID string, o replay.Outcome, err error, deliveries uint64) (settlement, time.Duration) {
-	if perr.CodeOf(err) == CodeRunBusy {
+	if c := perr.CodeOf(err); c == CodeRunBusy || c == CodeOtherBuild {
 		return settleNak, DefaultBusyDelay
 	}
 	if ahead, ok := waitingForSlot(err); ok {
@@ -424,6 +435,17 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 		return replay.Outcome{}, perr.Wrap(&unknownWorkflow{name: name}, replay.CodeWorkflowNotFound, "register the workflow in this executor (polos.yaml or polos.Register)",
 			"run %s needs workflow %q, which this executor does not have", runID, name)
 	}
+	pinned := events.BuildOf(hist)
+	if pinned != "" && pinned != e.opts.BuildID {
+		if protocol.AnyoneRuns(ctx, e.nc, e.opts.Namespace, pinned) {
+			return replay.Outcome{}, perr.New(CodeOtherBuild, "none needed: an executor of that build takes the task",
+				"run %s is pinned to build %s; this executor runs build %s", runID, pinned, e.opts.BuildID)
+		}
+		if e.reported.first("build:"+pinned, time.Now()) {
+			e.log.Warn("no live executor of a run's build: this one continues it (replay finds any incompatibility and parks the run)",
+				"run", runID, "pinned", pinned, "build", e.opts.BuildID)
+		}
+	}
 	slot, hist, err := e.takeSlot(ctx, runID, hist)
 	if err != nil {
 		return replay.Outcome{}, err
@@ -432,6 +454,9 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 		defer func() { hist = e.releaseSlot(ctx, runID, slot, hist, false) }()
 	}
 	j := &journal{store: e.store, runID: runID, last: hist[len(hist)-1].Seq, vet: vet}
+	if pinned == "" {
+		j.pin = e.opts.BuildID
+	}
 	fx := &effects{store: e.store, js: e.js, ns: e.opts.Namespace, queue: hist[0].Attr("queue")}
 	r, err := replay.NewRunner(hist, j, fx)
 	if err != nil {
@@ -553,11 +578,16 @@ type journal struct {
 	runID string
 	last  uint64
 	vet   *events.Vetter // has seen the history up to last
+	pin   string         // build ID to record on the next append (the run has none yet)
 }
 
 func (j *journal) Append(ctx context.Context, ev *events.Event) (uint64, error) {
+	if j.pin != "" {
+		ev.SetAttr(events.AttrBuildID, j.pin)
+	}
 	seq, err := j.store.Append(ctx, j.runID, j.last, ev)
 	if err == nil {
+		j.pin = ""
 		j.last = seq
 		j.vet.Check(events.Expand(*ev))
 	}

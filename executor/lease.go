@@ -25,6 +25,10 @@ const DefaultLeaseTTL = protocol.DefaultTaskAckWait
 // CodeRunBusy: another live executor is advancing the run right now.
 const CodeRunBusy perr.Code = "RUN_BUSY"
 
+// CodeOtherBuild: the run is pinned to another build, and a live executor
+// of that build exists.
+const CodeOtherBuild perr.Code = "OTHER_BUILD"
+
 // The lease tells a live executor's in-flight step from a dead one's: only
 // the lease holder appends, so a step_started without an end, seen by a new
 // lease holder, really was left behind by an executor that stopped.

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -149,21 +151,45 @@ func ServesSubject(ns, workflow string) string {
 	return nsPrefix(ns) + tokExec + ".wf." + subjectToken(workflow)
 }
 
+// BuildSubject is where the executors of build answer presence probes.
+func BuildSubject(ns, build string) string {
+	return nsPrefix(ns) + tokExec + ".build." + subjectToken(build)
+}
+
+// PresenceFilters cover the presence subjects of a namespace (workflows
+// and builds), which readers may probe (`polos list --stuck`).
+func PresenceFilters(ns string) []string {
+	return []string{nsPrefix(ns) + tokExec + ".wf.>", nsPrefix(ns) + tokExec + ".build.>"}
+}
+
 // AnyoneServes reports whether a live executor serves workflow: some
 // answer within DefaultProbeTimeout. Silence or "no responders" is false.
 func AnyoneServes(ctx context.Context, nc *nats.Conn, ns, workflow string) bool {
+	return present(ctx, nc, ServesSubject(ns, workflow))
+}
+
+// AnyoneRuns reports whether a live executor runs build.
+func AnyoneRuns(ctx context.Context, nc *nats.Conn, ns, build string) bool {
+	return present(ctx, nc, BuildSubject(ns, build))
+}
+
+func present(ctx context.Context, nc *nats.Conn, subject string) bool {
 	ctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
 	defer cancel()
-	_, err := nc.RequestWithContext(ctx, ServesSubject(ns, workflow), nil)
+	_, err := nc.RequestWithContext(ctx, subject, nil)
 	return err == nil
 }
 
-// AnswerServes answers presence probes for workflows on nc until the
-// subscriptions end with the connection or are unsubscribed.
-func AnswerServes(nc *nats.Conn, ns string, workflows []string) ([]*nats.Subscription, error) {
-	var subs []*nats.Subscription
+// AnswerPresence answers presence probes for workflows and build on nc
+// until the subscriptions end with the connection or are unsubscribed.
+func AnswerPresence(nc *nats.Conn, ns string, workflows []string, build string) ([]*nats.Subscription, error) {
+	subjects := []string{BuildSubject(ns, build)}
 	for _, w := range workflows {
-		s, err := nc.Subscribe(ServesSubject(ns, w), func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
+		subjects = append(subjects, ServesSubject(ns, w))
+	}
+	var subs []*nats.Subscription
+	for _, subj := range subjects {
+		s, err := nc.Subscribe(subj, func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
 		if err != nil {
 			for _, s := range subs {
 				_ = s.Unsubscribe()
@@ -173,4 +199,42 @@ func AnswerServes(nc *nats.Conn, ns string, workflows []string) ([]*nats.Subscri
 		subs = append(subs, s)
 	}
 	return subs, nil
+}
+
+// EnvBuildID overrides an executor's build ID (DefaultBuildID).
+const EnvBuildID = "POLOS_BUILD_ID"
+
+// DefaultBuildID identifies the code of this process: POLOS_BUILD_ID when
+// set, else the main module's version and VCS revision from the Go build
+// information ("+dirty" when built from a modified tree), else "dev".
+func DefaultBuildID() string {
+	if b := os.Getenv(EnvBuildID); b != "" {
+		return b
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	id := info.Main.Version
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	switch {
+	case rev != "":
+		id = rev + dirty
+	case id == "" || id == "(devel)":
+		id = "dev"
+	}
+	return id
 }

@@ -132,7 +132,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 		return Permissions{SubAllow: []string{SandboxFilter(ns)}, AllowResponses: true}.normal()
 	case RoleOperator:
 		p := Permissions{
-			PubAllow: []string{ControlIdentityFilter(ns, identity), jsAPI + "INFO"},
+			PubAllow: append([]string{ControlIdentityFilter(ns, identity), jsAPI + "INFO"}, PresenceFilters(ns)...),
 			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
 		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
@@ -141,7 +141,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 		return p.normal()
 	case RoleObserver:
 		p := Permissions{
-			PubAllow: []string{jsAPI + "INFO"},
+			PubAllow: append([]string{jsAPI + "INFO"}, PresenceFilters(ns)...),
 			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
 		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {

@@ -113,8 +113,9 @@ func listCommand(s IO) *cli.Command {
 	return withCommon(&cli.Command{
 		Name:      "list",
 		Usage:     "list runs, newest first",
-		UsageText: "polos list [--status running|waiting|completed|failed|cancelled|damaged] [--agent A] [--limit N] [-o text|json|jsonl]",
+		UsageText: "polos list [--status running|waiting|completed|failed|cancelled|damaged] [--agent A] [--stuck] [--limit N] [-o text|json|jsonl]",
 		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "stuck", Usage: "only running runs that no live executor can serve, and why"},
 			&cli.StringFlag{Name: "status", Usage: "only runs with this status"},
 			&cli.StringFlag{Name: "agent", Usage: "only runs of this agent or workflow"},
 			&cli.IntFlag{Name: "limit", Usage: "at most this many runs", Value: 50},
@@ -126,7 +127,7 @@ func listCommand(s IO) *cli.Command {
 			default:
 				return usageErr("unknown status %q (use running, waiting, completed, failed, cancelled or damaged)", st)
 			}
-			listing, err := ss.cl.ListRuns(ss.c.Context, client.ListFilter{Status: st, Agent: ss.c.String("agent"), Limit: ss.c.Int("limit")})
+			listing, err := ss.cl.ListRuns(ss.c.Context, client.ListFilter{Status: st, Agent: ss.c.String("agent"), Limit: ss.c.Int("limit"), Stuck: ss.c.Bool("stuck")})
 			if err != nil {
 				return err
 			}
@@ -157,6 +158,9 @@ func listCommand(s IO) *cli.Command {
 						status = ss.out.style(styleRed, fmt.Sprintf("%-10s", r.Status))
 					}
 					ss.out.Line("%-32s %s %-24s %s", r.ID, status, r.Agent, r.UpdatedAt.Local().Format(time.DateTime))
+					if r.Stuck != "" {
+						ss.out.Line("  stuck: %s", r.Stuck)
+					}
 				}
 			}
 			return nil
