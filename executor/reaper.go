@@ -26,6 +26,11 @@ const (
 	// before its runs are handed over: one missed probe may be a client
 	// reconnecting.
 	DefaultReapProbes = 2
+	// DefaultReapGrace: after the reaper's own connection (re)connects, an
+	// owner it has not yet seen alive is given this long to reconnect
+	// before it can be found gone (after a broker restart every executor
+	// reconnects at its own pace: protocol.DefaultReconnectWait plus jitter).
+	DefaultReapGrace = 3 * time.Second
 	// reapRewatchDelay is the pause before a lost lease watch is opened again.
 	reapRewatchDelay = time.Second
 )
@@ -38,6 +43,11 @@ const (
 // server answers "no responders"), deletes each of its leases
 // (compare-and-swap on the revision it saw, so a lease renewed or taken
 // meanwhile is left alone) and queues the run again.
+//
+// After the reaper's own connection (re)connects, only owners it has seen
+// alive since are reaped during DefaultReapGrace: after a broker restart
+// every executor reconnects at its own pace, and one that has not yet is
+// not dead.
 //
 // Under failure: a probe that times out proves nothing and reaps nothing
 // (a stalled broker or owner keeps its runs). A reaper that dies between a
@@ -104,6 +114,8 @@ func (r *Reaper) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	defer func() { _ = w.Stop() }()
 	leases := map[string]heldLease{}
 	gone := map[string]int{}
+	seen := map[string]bool{} // owners seen alive since our last reconnect
+	reconnects, connectedAt := r.nc.Stats().Reconnects, time.Now()
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
 	for {
@@ -127,14 +139,20 @@ func (r *Reaper) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			}
 			leases[e.Key()] = heldLease{rev: e.Revision(), rec: rec}
 		case <-tick.C:
-			r.probe(ctx, kv, leases, gone)
+			if n := r.nc.Stats().Reconnects; n != reconnects {
+				reconnects, connectedAt = n, time.Now()
+				clear(seen)
+				clear(gone)
+			}
+			r.probe(ctx, kv, leases, gone, seen, time.Since(connectedAt) > DefaultReapGrace)
 		}
 	}
 }
 
 // probe asks every owner once, concurrently, and reaps the runs of owners
-// gone DefaultReapProbes times in a row.
-func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[string]heldLease, gone map[string]int) {
+// gone DefaultReapProbes times in a row (and, within the grace after a
+// reconnect, seen alive before: settled is false then).
+func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[string]heldLease, gone map[string]int, seen map[string]bool, settled bool) {
 	owners := map[string]bool{}
 	for _, l := range leases {
 		owners[l.rec.Owner] = true
@@ -142,6 +160,11 @@ func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[st
 	for o := range gone {
 		if !owners[o] {
 			delete(gone, o)
+		}
+	}
+	for o := range seen {
+		if !owners[o] {
+			delete(seen, o)
 		}
 	}
 	var mu sync.Mutex
@@ -153,9 +176,13 @@ func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[st
 			live := protocol.ProbeOwner(ctx, r.nc, r.ns, o, "")
 			mu.Lock()
 			defer mu.Unlock()
-			if live == protocol.OwnerGone {
-				gone[o]++
-			} else if live != protocol.OwnerUnknown {
+			switch live {
+			case protocol.OwnerGone:
+				if seen[o] || settled {
+					gone[o]++
+				}
+			case protocol.OwnerHolds, protocol.OwnerIdle:
+				seen[o] = true
 				delete(gone, o)
 			}
 		}()
