@@ -89,7 +89,11 @@ type Executor struct {
 	cache   *historyCache
 	slots   *ratelimit.Slots
 
-	held     runSet      // runs this executor holds leases on (liveness answers)
+	held   runSet // runs this executor holds leases on (liveness answers)
+	probes struct {
+		once sync.Once
+		err  error
+	}
 	active   runners     // runs executing now (asked to yield at shutdown)
 	renewals renewHealth // whether lease renewals reach the store
 	reported *onceSet    // what was logged already (damage, unknown workflows)
@@ -132,6 +136,18 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg Registry, o Options) (*Execu
 		reported: newOnceSet(DefaultReportedSetSize, 0), kicked: newOnceSet(DefaultReportedSetSize, damageKickEvery)}, nil
 }
 
+// answerProbes subscribes, once, to this executor's liveness subject. The
+// subscription lasts as long as the connection: an executor that stopped
+// holds no lease and answers "not holding", so takers need not wait.
+func (e *Executor) answerProbes() error {
+	e.probes.once.Do(func() {
+		if _, err := protocol.AnswerProbes(e.nc, e.opts.Namespace, e.opts.ID, e.held.has); err != nil {
+			e.probes.err = perr.Wrap(err, events.CodeStoreIO, "check the NATS connection and the executor's permissions", "cannot answer liveness probes")
+		}
+	})
+	return e.probes.err
+}
+
 // Store exposes the executor's event store (tests inject faults through it).
 func (e *Executor) Store() *events.Store { return e.store }
 
@@ -148,12 +164,10 @@ func (e *Executor) Run(ctx context.Context) error {
 		return perr.Wrap(err, events.CodeStoreIO, "start polosd (it provisions the streams) or check --nats-url", "cannot open the task consumer")
 	}
 	// Liveness before work: a run this executor takes is never handed to
-	// another while this subscription answers (lease.go).
-	probes, err := protocol.AnswerProbes(e.nc, e.opts.Namespace, e.opts.ID, e.held.has)
-	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "", "cannot answer liveness probes")
+	// another while it answers probes (lease.go).
+	if err := e.answerProbes(); err != nil {
+		return err
 	}
-	defer func() { _ = probes.Unsubscribe() }()
 	var workflows []string
 	if names, ok := e.reg.(interface{ Names() []string }); ok {
 		workflows = names.Names()

@@ -16,11 +16,12 @@ import (
 	"github.com/polos-run/polos/protocol"
 )
 
-// DefaultLeaseTTL is how long a run stays owned by an executor that stopped
-// renewing (it renews every DefaultLeaseTTL/3 while it works on the run).
-// It equals the task ack wait, so a run whose executor was killed is taken
-// over by another within about that long.
-const DefaultLeaseTTL = protocol.DefaultTaskAckWait
+// DefaultLeaseTTL is how long a lease record stays fresh without a renewal
+// (its holder renews it every DefaultLeaseTTL/3). It hands nothing over by
+// itself: a taker probes the holder whatever the record says (ADR 0010),
+// so it can be long, which keeps lease traffic (and the reaper's watch) at
+// one write per run every DefaultLeaseTTL/3.
+const DefaultLeaseTTL = 30 * time.Second
 
 // CodeRunBusy: another live executor is advancing the run right now.
 const CodeRunBusy perr.Code = "RUN_BUSY"
@@ -55,6 +56,9 @@ type lease struct {
 }
 
 func (e *Executor) acquireLease(ctx context.Context, runID, queue string) (*lease, error) {
+	if err := e.answerProbes(); err != nil { // no lease without a way to prove we are alive
+		return nil, err
+	}
 	kv, err := e.js.KeyValue(ctx, protocol.LeasesKV)
 	if err != nil {
 		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "lease bucket unavailable")
@@ -81,6 +85,10 @@ func (e *Executor) acquireLease(ctx context.Context, runID, queue string) (*leas
 	go l.renew()
 	return l, nil
 }
+
+// leaseRenewTimeout bounds one renewal: one that takes longer counts as
+// failing (renewHealth).
+const leaseRenewTimeout = 2 * time.Second
 
 // leaseAcquireAttempts bounds the re-reads after a compare-and-swap conflict
 // on the lease key.
@@ -116,18 +124,21 @@ func (l *lease) tryAcquire(ctx context.Context, kv jetstream.KeyValue, ns, runID
 		var cur protocol.LeaseRecord
 		_ = json.Unmarshal(entry.Value(), &cur)
 		if cur.Owner != l.owner {
-			if time.Now().Before(cur.Expires) {
-				return perr.New(CodeRunBusy, "none needed: the task is retried shortly",
-					"run %s is being advanced by %s until %s", runID, cur.Owner, cur.Expires.Format(time.RFC3339Nano))
-			}
-			// Expired: late renewals prove nothing; ask the owner.
+			// Neither a fresh nor an expired record proves anything (a
+			// dead owner's record stays fresh for DefaultLeaseTTL; a
+			// stalled broker lets live owners' records expire): ask the
+			// owner.
 			switch protocol.ProbeOwner(ctx, l.nc, ns, cur.Owner, runID) {
 			case protocol.OwnerHolds:
+				late := ""
+				if time.Now().After(cur.Expires) {
+					late = ", renewing late (store stalled?)"
+				}
 				return perr.New(CodeRunBusy, "none needed: the task is retried shortly",
-					"run %s is held by %s, which is alive but renewing late (store stalled?)", runID, cur.Owner)
+					"run %s is being advanced by %s, which is alive%s", runID, cur.Owner, late)
 			case protocol.OwnerUnknown:
 				return perr.New(CodeRunBusy, "none needed: the task is retried shortly",
-					"run %s: its lease by %s expired and the owner did not answer a probe; it keeps the run until it is known to be gone", runID, cur.Owner)
+					"run %s is leased by %s, which did not answer a probe; it keeps the run until it is known to be gone", runID, cur.Owner)
 			}
 		}
 		l.rev, err = kv.Update(ctx, l.key, rec, entry.Revision())
@@ -147,7 +158,7 @@ func (l *lease) renew() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultLeaseTTL/3)
+			ctx, cancel := context.WithTimeout(context.Background(), leaseRenewTimeout)
 			rev, err := l.kv.Update(ctx, l.key, l.record(), l.rev)
 			cancel()
 			if err == nil {

@@ -65,7 +65,7 @@ func TestExpiredLeaseStaysWithALiveOwner(t *testing.T) {
 		wantBusy   bool
 		wantInText string
 	}{
-		{name: "alive and holding", holds: true, wantBusy: true, wantInText: "alive but renewing late"},
+		{name: "alive and holding", holds: true, wantBusy: true, wantInText: "alive, renewing late"},
 		{name: "no answer in time", holds: true, slow: true, wantBusy: true, wantInText: "did not answer"},
 		{name: "alive, not holding (lost release)", holds: false},
 		{name: "gone", gone: true},
