@@ -90,6 +90,9 @@ func (e *Executor) acquireLease(ctx context.Context, runID, queue string) (*leas
 // failing (renewHealth).
 const leaseRenewTimeout = 2 * time.Second
 
+// leaseRenewRetry is the pause before a failed renewal is tried again.
+const leaseRenewRetry = 500 * time.Millisecond
+
 // leaseAcquireAttempts bounds the re-reads after a compare-and-swap conflict
 // on the lease key.
 const leaseAcquireAttempts = 4
@@ -151,7 +154,7 @@ func (l *lease) tryAcquire(ctx context.Context, kv jetstream.KeyValue, ns, runID
 
 func (l *lease) renew() {
 	defer close(l.done)
-	t := time.NewTicker(DefaultLeaseTTL / 3)
+	t := time.NewTimer(DefaultLeaseTTL / 3)
 	defer t.Stop()
 	for {
 		select {
@@ -165,6 +168,11 @@ func (l *lease) renew() {
 				l.rev = rev
 			}
 			l.health.report(err)
+			next := DefaultLeaseTTL / 3
+			if err != nil && !events.IsCASConflict(err) {
+				next = leaseRenewRetry // the store is failing: know soon when it is back
+			}
+			t.Reset(next)
 		}
 	}
 }
