@@ -29,9 +29,9 @@ const (
 
 // Fixes of the store fault codes (one line each, as perr expects).
 const (
-	FixStoreFull       = "free space on the server's data directory (or raise its JetStream max_file_store); writes resume by themselves, no restart needed"
-	FixStoreReadOnly   = "make the server's data directory writable again (remount read-write, fix its owner and permissions); writes resume by themselves"
-	FixStoreNoQuorum   = "wait for the cluster's leader election (seconds), or bring enough NATS servers back up to form a quorum (2 of 3)"
+	FixStoreFull        = "free space on the server's data directory (or raise its JetStream max_file_store); writes resume by themselves, no restart needed"
+	FixStoreReadOnly    = "make the server's data directory writable again (remount read-write, fix its owner and permissions); writes resume by themselves"
+	FixStoreNoQuorum    = "wait for the cluster's leader election (seconds), or bring enough NATS servers back up to form a quorum (2 of 3)"
 	FixStoreUnavailable = "check that the NATS server is up and answering (polosd running?); polosd's log names the cause when its store failed"
 )
 
