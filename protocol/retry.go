@@ -92,7 +92,7 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 	}
 	if p.Diagnose != nil && len(p.GiveUpOn) > 0 {
 		if err := p.Diagnose(); err != nil && p.givesUp(perr.CodeOf(err)) {
-			return perr.Wrap(err, perr.CodeOf(err), FixOf(err), "%s refused", what)
+			return perr.Wrap(err, perr.CodeOf(err), "", "%s refused", what)
 		}
 	}
 	attempts := 0
@@ -119,7 +119,11 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 				f, _ = ClassifyStoreError(d)
 			}
 		}
-		last = perr.Wrap(err, f.Code, f.Fix, "%s failed after %d attempts", what, attempts)
+		fix := f.Fix
+		if FixOf(err) != "" {
+			fix = "" // err says it already
+		}
+		last = perr.Wrap(err, f.Code, fix, "%s failed after %d attempts", what, attempts)
 		if p.givesUp(f.Code) {
 			return struct{}{}, Final(last)
 		}
@@ -134,7 +138,7 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 	}
 	if ctx.Err() != nil {
 		if last != nil {
-			return perr.Wrap(last, perr.CodeOf(last), FixOf(last), "%s: gave up at the caller's deadline", what)
+			return perr.Wrap(last, perr.CodeOf(last), "", "%s: gave up at the caller's deadline", what)
 		}
 		return perr.Wrap(ctx.Err(), CodeStoreIO, "", "%s cancelled", what)
 	}
