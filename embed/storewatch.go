@@ -28,7 +28,7 @@ const (
 	DefaultStoreMinFree = 4 << 20
 	// DefaultStoreFaultLogEvery: a store fault is logged once per code in
 	// this period, not once per failed write.
-	DefaultStoreFaultLogEvery = time.Minute
+	DefaultStoreFaultLogEvery = protocol.DefaultStoreFaultLogEvery
 	// storeProbeSize is what the write probe writes (and fsyncs) to prove
 	// the filesystem takes writes again.
 	storeProbeSize = 64 << 10

@@ -84,6 +84,9 @@ type Executor struct {
 	slots   *ratelimit.Slots
 
 	reported *onceSet // what was logged already (damage, unknown workflows)
+	// storeLogged: store fault codes logged in the last
+	// protocol.DefaultStoreFaultLogEvery (one line per code, not per task).
+	storeLogged *onceSet
 	kicked   *onceSet // damaged runs the watch queued recently
 	stats    struct{ advances, acked, retried, terminated atomic.Int64 }
 }
@@ -117,7 +120,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg Registry, o Options) (*Execu
 		st.EnableGroupCommit()
 	}
 	return &Executor{store: st, js: js, nc: nc, reg: reg, opts: o, log: o.Logger, cache: newHistoryCache(o.CacheSize), locks: map[string]*runLock{}, slots: ratelimit.NewSlots(js, o.Namespace),
-		reported: newOnceSet(DefaultReportedSetSize, 0), kicked: newOnceSet(DefaultReportedSetSize, damageKickEvery)}, nil
+		reported: newOnceSet(DefaultReportedSetSize, 0), storeLogged: newOnceSet(DefaultReportedSetSize, protocol.DefaultStoreFaultLogEvery), kicked: newOnceSet(DefaultReportedSetSize, damageKickEvery)}, nil
 }
 
 // Store exposes the executor's event store (tests inject faults through it).
@@ -221,6 +224,14 @@ func (e *Executor) verdict(runID string, o replay.Outcome, err error) (settlemen
 				"workflow", unknown.name, "run", runID, "err", err)
 		}
 		return settleNak, DefaultUnknownWorkflowDelay
+	}
+	if code := perr.CodeOf(err); protocol.IsStoreFaultCode(code) {
+		// The store cannot take writes (polosd's log names the cause once):
+		// every task would say the same, so one line per code per minute.
+		if e.storeLogged.first(string(code), time.Now()) {
+			e.log.Warn("advancing runs fails: the store does not take writes; tasks are retried (logged once a minute)", "code", code, "run", runID, "err", err)
+		}
+		return settleNak, DefaultRetryDelay
 	}
 	e.log.Warn("advancing run failed; task will be retried", "run", runID, "err", err)
 	return settleNak, DefaultRetryDelay

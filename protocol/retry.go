@@ -28,6 +28,9 @@ const (
 	// its ack). A server that stores nothing (a full disk: nats-server then
 	// answers no publish at all) is noticed after this long.
 	DefaultStoreAttemptTimeout = 3 * time.Second
+	// DefaultStoreFaultLogEvery: a store fault is logged once per code in
+	// this period, not once per failed write.
+	DefaultStoreFaultLogEvery = time.Minute
 )
 
 // StoreRetry says how a store write is retried. The zero value uses the
