@@ -4,7 +4,12 @@ package testutil
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,4 +144,100 @@ func SandboxHost(t testing.TB, nc *nats.Conn, roots []string, providers ...sandb
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
+}
+
+// EnvChildServerDir, set in a child test process, makes RunChildServer
+// serve an embedded server on that data directory.
+const EnvChildServerDir = "POLOS_TEST_CHILD_SERVER_DIR"
+
+// childServerURLFile is where a child server writes its client URL.
+const childServerURLFile = "child-server.url"
+
+// RunChildServer, called first in a package's TestMain, turns the test
+// binary into a NATS server process when its parent asked for one
+// (StartChildServer): it serves an embedded server (fsync on, a loopback
+// listener on a random port) on EnvChildServerDir until it is killed, and
+// does not return. Without the variable it returns at once.
+func RunChildServer() {
+	dir := os.Getenv(EnvChildServerDir)
+	if dir == "" {
+		return
+	}
+	s, err := embed.Start(embed.Options{DataDir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child server:", err)
+		os.Exit(1)
+	}
+	tmp := filepath.Join(dir, childServerURLFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(s.ClientURL()), 0o600); err != nil || os.Rename(tmp, filepath.Join(dir, childServerURLFile)) != nil {
+		fmt.Fprintln(os.Stderr, "child server: cannot write its URL:", err)
+		os.Exit(1)
+	}
+	select {}
+}
+
+// ChildServer is a NATS server in a child process (a real process a test
+// can stop with SIGSTOP or kill with SIGKILL).
+type ChildServer struct {
+	Cmd *exec.Cmd
+	Dir string
+	URL string
+}
+
+// StartChildServer starts the test binary as a server process on a fresh
+// data directory (the package's TestMain must call RunChildServer), waits
+// for its URL, and kills it at cleanup.
+func StartChildServer(t testing.TB) *ChildServer {
+	t.Helper()
+	dir := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), EnvChildServerDir+"="+dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &ChildServer{Cmd: cmd, Dir: dir}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		b, err := os.ReadFile(filepath.Join(dir, childServerURLFile))
+		c.URL = string(b)
+		return err
+	})
+	return c
+}
+
+// Connect dials the child server as identity name (a role) of namespace
+// "default" and closes the connection at cleanup.
+func (c *ChildServer) Connect(t testing.TB, name string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	f, err := creds.Load(filepath.Join(c.Dir, creds.DirName, protocol.DefaultNamespace, name+creds.SeedExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(c.URL, append(append(f.NATSOptions(), nats.MaxReconnects(-1)), opts...)...)
+	if err != nil {
+		t.Fatalf("connect to the child server as %s: %v", name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Stopped reports whether the child is stopped (state T in /proc).
+func (c *ChildServer) Stopped() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Cmd.Process.Pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'T'
 }
