@@ -202,7 +202,7 @@ func (w *storeWatch) restart() {
 
 func (w *storeWatch) clear() {
 	if f := w.fault.Swap(nil); f != nil {
-		w.log.Info("store recovered: writes are accepted again", "code", f.Code, "after", time.Since(w.since).Round(time.Millisecond), "jetstream_restarts", w.restarts.Load())
+		w.log.Warn("store recovered: writes are accepted again", "code", f.Code, "after", time.Since(w.since).Round(time.Millisecond), "jetstream_restarts", w.restarts.Load())
 		w.logged = map[perr.Code]time.Time{}
 	}
 }

@@ -3,12 +3,9 @@ package embed_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,44 +19,6 @@ import (
 	"github.com/polos-run/polos/internal/testutil"
 	"github.com/polos-run/polos/protocol"
 )
-
-// SmallFS mounts a tmpfs of size bytes on a new directory and unmounts it
-// at cleanup; it skips the test when not root or when mount fails.
-func smallFS(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (run the tests as root to check a full disk)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s: %v %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes a file until the filesystem is full and returns its path.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			break
-		}
-	}
-	_ = f.Sync()
-	return path
-}
 
 // syncLog is a log sink safe for concurrent writes.
 type syncLog struct {
@@ -75,7 +34,7 @@ func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(
 // logs the cause once; after the filler is deleted, appends succeed again
 // with no restart of the server, and every acknowledged event is there.
 func TestFullDiskIsNamedAndRecovered(t *testing.T) {
-	dir := smallFS(t, "48m")
+	dir := testutil.SmallFS(t, "48m")
 	logs := &syncLog{}
 	srv, err := embed.Start(embed.Options{DataDir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil)), StoreCheckInterval: 200 * time.Millisecond})
 	if err != nil {
@@ -119,7 +78,7 @@ func TestFullDiskIsNamedAndRecovered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	filler := fill(t, dir)
+	filler := testutil.FillDisk(t, dir)
 	var ferr error
 	start := time.Now()
 	for i := 0; i < 200 && ferr == nil; i++ {
@@ -168,5 +127,4 @@ func TestFullDiskIsNamedAndRecovered(t *testing.T) {
 	if !strings.Contains(logs.String(), "store recovered") {
 		t.Fatalf("no recovery logged:\n%s", logs)
 	}
-	_ = errors.New
 }
