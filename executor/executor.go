@@ -87,8 +87,8 @@ type Executor struct {
 	// storeLogged: store fault codes logged in the last
 	// protocol.DefaultStoreFaultLogEvery (one line per code, not per task).
 	storeLogged *onceSet
-	kicked   *onceSet // damaged runs the watch queued recently
-	stats    struct{ advances, acked, retried, terminated atomic.Int64 }
+	kicked      *onceSet // damaged runs the watch queued recently
+	stats       struct{ advances, acked, retried, terminated atomic.Int64 }
 }
 
 // New returns an executor; call Run to start it.
