@@ -161,7 +161,7 @@ func Start(o Options) (*Server, error) {
 		if log == nil {
 			log = slog.Default()
 		}
-		srv.watch = newStoreWatch(ns, sopts.StoreDir, log, o.StoreCheckInterval)
+		srv.watch = newStoreWatch(ns, sopts, log, o.StoreCheckInterval)
 	}
 	return srv, nil
 }

@@ -56,7 +56,8 @@ const (
 // restarted while the cause lasts.
 type storeWatch struct {
 	ns       *server.Server
-	storeDir string // the server's StoreDir (JetStream adds "jetstream")
+	opts     server.Options // as the server was started
+	storeDir string         // the server's StoreDir (JetStream adds "jetstream")
 	log      *slog.Logger
 	every    time.Duration
 	minFree  uint64
@@ -70,11 +71,11 @@ type storeWatch struct {
 	once     sync.Once
 }
 
-func newStoreWatch(ns *server.Server, storeDir string, log *slog.Logger, every time.Duration) *storeWatch {
+func newStoreWatch(ns *server.Server, opts *server.Options, log *slog.Logger, every time.Duration) *storeWatch {
 	if every <= 0 {
 		every = DefaultStoreCheckInterval
 	}
-	w := &storeWatch{ns: ns, storeDir: storeDir, log: log, every: every, minFree: DefaultStoreMinFree,
+	w := &storeWatch{ns: ns, opts: *opts, storeDir: opts.StoreDir, log: log, every: every, minFree: DefaultStoreMinFree,
 		logged: map[perr.Code]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.loop()
 	return w
@@ -188,11 +189,11 @@ func (w *storeWatch) restart() {
 			return
 		}
 	}
-	opts := w.ns.JetStreamConfig()
-	cfg := &server.JetStreamConfig{StoreDir: w.storeDir, MaxMemory: -1, MaxStore: -1, Strict: true}
-	if opts != nil {
-		cfg.SyncAlways = opts.SyncAlways
-	}
+	// As the server started it: the same store directory, fsync setting
+	// and (dynamic) limits.
+	o := w.opts
+	cfg := &server.JetStreamConfig{StoreDir: o.StoreDir, SyncAlways: o.SyncAlways, SyncInterval: o.SyncInterval,
+		MaxMemory: o.JetStreamMaxMemory, MaxStore: o.JetStreamMaxStore, Strict: !o.NoJetStreamStrict}
 	if err := w.ns.EnableJetStream(cfg); err != nil {
 		w.log.Warn("restarting JetStream to recover the store failed; retrying", "err", err)
 		return

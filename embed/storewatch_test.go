@@ -115,6 +115,9 @@ func TestFullDiskIsNamedAndRecovered(t *testing.T) {
 	if srv.StoreRestarts() < 1 {
 		t.Fatal("recovered without restarting JetStream?")
 	}
+	if c := srv.NATS().JetStreamConfig(); c == nil || !c.SyncAlways {
+		t.Fatalf("JetStream restarted without fsync on every write: %+v", c)
+	}
 	for run, seq := range acked {
 		hist, err := st.Load(ctx, run, 0)
 		if err != nil {

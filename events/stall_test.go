@@ -68,8 +68,8 @@ func TestAppendWaitsOutABrokerStall(t *testing.T) {
 	if took < stall {
 		t.Fatalf("append returned after %s, before the %s stall ended: the stall did not happen", took, stall)
 	}
-	if st.AppendRetries() == 0 || waits == 0 {
-		t.Fatalf("append was never retried (%d failed attempts, %d waits): the stall did not hit it", st.AppendRetries(), waits)
+	if st.AppendRetries() == 0 {
+		t.Fatalf("no append attempt failed (%d backoffs): the stall did not hit it", waits)
 	}
 	hist, err := st.Load(ctx, "stalled", 0)
 	if err != nil {
@@ -78,5 +78,5 @@ func TestAppendWaitsOutABrokerStall(t *testing.T) {
 	if len(hist) != 2 || hist[1].Seq != got || hist[1].Digest != ev.Digest {
 		t.Fatalf("history after the stall: %d events %+v, want run_started and one step_completed at seq %d", len(hist), hist, got)
 	}
-	t.Logf("append waited out a %s SIGSTOP: returned after %s, %d failed attempts", stall, took.Round(time.Millisecond), st.AppendRetries())
+	t.Logf("append waited out a %s SIGSTOP: returned after %s, %d failed attempts, %d backoffs", stall, took.Round(time.Millisecond), st.AppendRetries(), waits)
 }

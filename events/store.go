@@ -151,8 +151,9 @@ func (s *Store) SetRetry(p protocol.StoreRetry) { s.retry = p }
 // such as protocol.EnqueueWith).
 func (s *Store) Retry() protocol.StoreRetry { return s.retry }
 
-// AppendRetries counts append attempts that failed with a store fault or a
-// lost ack and were tried again.
+// AppendRetries counts append attempts that failed (a lost ack, a store
+// fault, a slot that could not be re-read) and were resolved by re-reading
+// the slot or tried again.
 func (s *Store) AppendRetries() int64 { return s.retries.Load() }
 
 // Reader is the store's direct-get reader (shared with followers).
@@ -286,6 +287,7 @@ func (s *Store) appendSingle(ctx context.Context, runID string, expectedSeq uint
 			return protocol.Final(err)
 		}
 		// Lost ack or store fault: the write may or may not have landed.
+		s.retries.Add(1)
 		rctx, cancel := s.retry.AttemptContext(ctx)
 		found, rerr := s.eventAfter(rctx, runID, expectedSeq)
 		cancel()
@@ -297,7 +299,6 @@ func (s *Store) appendSingle(ctx context.Context, runID string, expectedSeq uint
 			seq, err = s.classify(runID, expectedSeq, ev, found)
 			return protocol.Final(err)
 		}
-		s.retries.Add(1)
 		return err
 	})
 	if err != nil {
