@@ -99,7 +99,7 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 		}
 	}
 	attempts := 0
-	var last error
+	var last, final error // the last store fault; an error not to retry
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		attempts++
 		actx, cancel := p.AttemptContext(ctx)
@@ -108,12 +108,16 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 		if err == nil {
 			return struct{}{}, nil
 		}
-		var final *backoff.PermanentError
-		if errors.As(err, &final) {
+		var fe *backoff.PermanentError
+		if errors.As(err, &fe) {
+			final = fe.Err
 			return struct{}{}, err
 		}
 		f, ok := ClassifyStoreError(err)
 		if !ok {
+			if ctx.Err() == nil {
+				final = err // a cancelled caller is reported below
+			}
 			return struct{}{}, Final(err)
 		}
 		if f.Code == CodeStoreIO && p.Diagnose != nil {
@@ -128,6 +132,7 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 		}
 		last = perr.Wrap(err, f.Code, fix, "%s failed after %d attempts", what, attempts)
 		if p.givesUp(f.Code) {
+			final = last
 			return struct{}{}, Final(last)
 		}
 		return struct{}{}, last
@@ -136,14 +141,17 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 			p.OnRetry(err, d)
 		}
 	}))
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if ctx.Err() != nil {
-		if last != nil {
-			return perr.Wrap(last, perr.CodeOf(last), "", "%s: gave up at the caller's deadline", what)
-		}
+	case final != nil:
+		return final
+	case ctx.Err() != nil && last != nil:
+		return perr.Wrap(last, perr.CodeOf(last), "", "%s: gave up at the caller's deadline", what)
+	case ctx.Err() != nil:
 		return perr.Wrap(ctx.Err(), CodeStoreIO, "", "%s cancelled", what)
+	case last != nil:
+		return last
 	}
 	return err
 }
