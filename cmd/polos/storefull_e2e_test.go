@@ -3,6 +3,8 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +107,22 @@ func TestFullDiskIsNamedAndRecoveredByItself(t *testing.T) {
 		t.Fatalf("second run on a full disk: exit %d %s", r.code, r.stderr)
 	}
 	t.Logf("second refusal after %s; %d runs started on the full disk before the first refusal", time.Since(t1).Round(time.Millisecond), len(ids)-3)
+	// The HTTP API names it too: 507 with the code.
+	key, err := os.ReadFile(d.ready.HTTPKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", d.ready.HTTPURL+"/v1/runs", strings.NewReader(`{"workflow":"sleeper","input":"nap"}`))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(string(body), `"STORE_FULL"`) {
+		t.Fatalf("POST /v1/runs on a full disk: %d %s", resp.StatusCode, body)
+	}
 	time.Sleep(5 * time.Second) // the disk stays full a while: the cause must still be logged once
 	if n := strings.Count(d.out.String(), "no space left on device"); n != 1 {
 		t.Fatalf("polosd's log names the cause %d times, want once:\n%s", n, d.out)
