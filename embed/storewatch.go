@@ -33,6 +33,9 @@ const (
 	// the filesystem takes writes again.
 	storeProbeSize = 64 << 10
 	storeProbeName = ".polos-write-probe"
+	// maxStoreRestartWait caps the backoff between JetStream restarts that
+	// did not clear a fault.
+	maxStoreRestartWait = time.Minute
 )
 
 // storeWatch watches the embedded server's JetStream store.
@@ -53,7 +56,9 @@ const (
 // DefaultStoreMinFree free, restarts JetStream in the same process
 // (server.ShutdownJetStream, then EnableJetStream: every stream is loaded
 // again from disk, in-process and TCP connections stay up). Nothing is
-// restarted while the cause lasts.
+// restarted while the cause lasts, and a fault that outlives a restart
+// (not the disk, then) is restarted again only after a growing wait (up to
+// a minute).
 type storeWatch struct {
 	ns       *server.Server
 	opts     server.Options // as the server was started
@@ -62,13 +67,15 @@ type storeWatch struct {
 	every    time.Duration
 	minFree  uint64
 
-	fault    atomic.Pointer[perr.Error]
-	since    time.Time
-	logged   map[perr.Code]time.Time
-	restarts atomic.Int64
-	stop     chan struct{}
-	done     chan struct{}
-	once     sync.Once
+	fault       atomic.Pointer[perr.Error]
+	since       time.Time
+	restartWait time.Duration // backoff after restarts that did not help
+	nextRestart time.Time
+	logged      map[perr.Code]time.Time
+	restarts    atomic.Int64
+	stop        chan struct{}
+	done        chan struct{}
+	once        sync.Once
 }
 
 func newStoreWatch(ns *server.Server, opts *server.Options, log *slog.Logger, every time.Duration) *storeWatch {
@@ -119,13 +126,17 @@ func (w *storeWatch) check() {
 	}
 	w.fault.Store(f)
 	w.report(f)
-	if w.probe() != nil {
+	if w.probe() != nil || time.Now().Before(w.nextRestart) {
 		return // the cause lasts: restarting would fail the same way
 	}
 	w.restart()
 	if w.detect() == nil {
 		w.clear()
+		return
 	}
+	// The fault outlived a restart (not the disk, then): back off.
+	w.restartWait = min(max(2*w.restartWait, w.every), maxStoreRestartWait)
+	w.nextRestart = time.Now().Add(w.restartWait)
 }
 
 // detect returns the store's fault, or nil while it is healthy.
@@ -206,6 +217,7 @@ func (w *storeWatch) clear() {
 		w.log.Warn("store recovered: writes are accepted again", "code", f.Code, "after", time.Since(w.since).Round(time.Millisecond), "jetstream_restarts", w.restarts.Load())
 		w.logged = map[perr.Code]time.Time{}
 	}
+	w.restartWait, w.nextRestart = 0, time.Time{}
 }
 
 // report logs f once per code per DefaultStoreFaultLogEvery.
