@@ -224,8 +224,13 @@ func (s *Store) StreamOf(runID string) string { return protocol.RunsStreamOf(run
 // still expectedSeq (0 = the run has no history yet: this creates it).
 // It returns the new sequence.
 //
-// Under failure: if the ack is lost (timeout) it re-reads the slot; if our
-// bytes are there the append succeeded (no duplicate is written). A
+// Under failure: if the ack is lost (timeout) or the store has a fault, it
+// re-reads the slot; if our bytes are there the append succeeded (no
+// duplicate is written), else it tries again with backoff and jitter for
+// up to DefaultAppendRetryFor (SetRetry) or ctx's deadline, whichever
+// comes first, and then returns the fault coded by
+// protocol.ClassifyStoreError (STORE_FULL, STORE_READ_ONLY,
+// STORE_NO_QUORUM, STORE_UNAVAILABLE). A
 // conflict returns *ConflictError whose Code says what happened:
 // CodeRunExists (creating an existing run), CodeSignalArrived,
 // CodeLostOwnership, CodeNonDeterminism, or CodeRunDamaged when the message
