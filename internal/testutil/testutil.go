@@ -5,6 +5,7 @@ package testutil
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -159,6 +161,9 @@ const childServerURLFile = "child-server.url"
 // listener on a random port) on EnvChildServerDir until it is killed, and
 // does not return. Without the variable it returns at once.
 func RunChildServer() {
+	if node := os.Getenv(EnvChildClusterNode); node != "" {
+		runClusterNode(node)
+	}
 	dir := os.Getenv(EnvChildServerDir)
 	if dir == "" {
 		return
@@ -287,4 +292,83 @@ func FillDisk(t testing.TB, dir string) string {
 	}
 	_ = f.Sync()
 	return path
+}
+
+// EnvChildClusterNode, set in a child test process, makes RunChildServer
+// serve one node of a test cluster: "name dir clientPort clusterPort
+// route,route,...".
+const EnvChildClusterNode = "POLOS_TEST_CHILD_CLUSTER_NODE"
+
+// runClusterNode serves a plain JetStream cluster node (no accounts: a
+// test cluster) with fsync on every write until killed.
+func runClusterNode(spec string) {
+	var name, dir, routes string
+	var port, cport int
+	if _, err := fmt.Sscanf(spec, "%s %s %d %d %s", &name, &dir, &port, &cport, &routes); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster node: bad spec:", spec, err)
+		os.Exit(1)
+	}
+	o := &server.Options{ServerName: name, Host: "127.0.0.1", Port: port, NoSigs: true,
+		JetStream: true, StoreDir: dir, SyncAlways: true, JetStreamMaxMemory: -1, JetStreamMaxStore: -1,
+		Cluster: server.ClusterOpts{Name: "polos-test", Host: "127.0.0.1", Port: cport},
+		Routes:  server.RoutesFromStr(routes)}
+	s, err := server.NewServer(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster node:", err)
+		os.Exit(1)
+	}
+	s.Start()
+	select {}
+}
+
+// StartChildCluster starts n cluster nodes, each the test binary in its
+// own process (the package's TestMain must call RunChildServer), so a
+// test can kill -9 a stream leader. It returns them once every node
+// accepts connections; they are killed at cleanup.
+func StartChildCluster(t testing.TB, n int) []*ChildServer {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := func() int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	ports, cports := make([]int, n), make([]int, n)
+	var routes []string
+	for i := range ports {
+		ports[i], cports[i] = free(), free()
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[i]))
+	}
+	var out []*ChildServer
+	for i := range ports {
+		dir := t.TempDir()
+		cmd := exec.Command(self, "-test.run=^$")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=n%d %s %d %d %s", EnvChildClusterNode, i+1, dir, ports[i], cports[i], strings.Join(routes, ",")))
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGCONT)
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+		out = append(out, &ChildServer{Cmd: cmd, Dir: dir, URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[i])})
+	}
+	for _, c := range out {
+		CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+			conn, err := net.DialTimeout("tcp", strings.TrimPrefix(c.URL, "nats://"), time.Second)
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		})
+	}
+	return out
 }
