@@ -32,7 +32,7 @@ const (
 	FixStoreFull        = "free space on the server's data directory (or raise its JetStream max_file_store); writes resume by themselves, no restart needed"
 	FixStoreReadOnly    = "make the server's data directory writable again (remount read-write, fix its owner and permissions); writes resume by themselves"
 	FixStoreNoQuorum    = "wait for the cluster's leader election (seconds), or bring enough NATS servers back up to form a quorum (2 of 3)"
-	FixStoreUnavailable = "check that the NATS server is up and answering (polosd running?); polosd's log names the cause when its store failed"
+	FixStoreUnavailable = "check that the NATS server is up and answering (polosd running?); on a cluster a leader election takes seconds; polosd's log names the cause when its store failed"
 )
 
 // StoreFault is what ClassifyStoreError makes of an error.
@@ -126,7 +126,7 @@ func ClassifyStoreError(err error) (StoreFault, bool) {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return faultOf(CodeStoreIO, "no answer from the server in time"), true
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
-		return faultOf(CodeStoreIO, "no stream answered (JetStream restarting or disabled?)"), true
+		return faultOf(CodeStoreIO, "no stream answered (a leader election, or JetStream restarting or disabled)"), true
 	case errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoServers):
 		return faultOf(CodeStoreIO, "the connection to the server is being re-established"), true
 	}
