@@ -3,6 +3,8 @@ package protocol
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -130,7 +132,11 @@ func (p StoreRetry) Do(ctx context.Context, what string, op func(ctx context.Con
 		if FixOf(err) != "" {
 			fix = "" // err says it already
 		}
-		last = perr.Wrap(err, f.Code, fix, "%s failed after %d attempts", what, attempts)
+		msg := fmt.Sprintf("%s failed after %d attempts", what, attempts)
+		if f.Cause != "" && !strings.Contains(err.Error(), f.Cause) {
+			msg += " (" + f.Cause + ")"
+		}
+		last = perr.Wrap(err, f.Code, fix, "%s", msg)
 		if p.givesUp(f.Code) {
 			final = last
 			return struct{}{}, Final(last)
