@@ -30,6 +30,9 @@ const (
 	// its ack). A server that stores nothing (a full disk: nats-server then
 	// answers no publish at all) is noticed after this long.
 	DefaultStoreAttemptTimeout = 3 * time.Second
+	// DefaultStoreReadRetryFor bounds how long a read whose stream did not
+	// answer (JetStream restarting, an election) is asked again.
+	DefaultStoreReadRetryFor = 10 * time.Second
 	// DefaultStoreFaultLogEvery: a store fault is logged once per code in
 	// this period, not once per failed write.
 	DefaultStoreFaultLogEvery = time.Minute
