@@ -171,7 +171,7 @@ func TestGroupCommitWaitsOutABrokerStall(t *testing.T) {
 		}
 	}
 	for i, err := range blockErrs {
-		if perr.CodeOf(err) != protocol.CodeStoreIO || blockTook[i] > 3*time.Second {
+		if perr.CodeOf(err) != protocol.CodeStoreIO || blockTook[i] > 5*time.Second {
 			t.Fatalf("append with a 1 s deadline during the stall: %v after %s, want STORE_UNAVAILABLE at its deadline", err, blockTook[i])
 		}
 	}
