@@ -97,7 +97,7 @@ func reportChaos(t *testing.T, r chaosRow) {
 // again, and every run finishes.
 func TestChaosBrokerStall(t *testing.T) {
 	size := chaosSize(40, 1, 200, 3)
-	p := testutil.StartServerProcess(t)
+	p := testutil.StartChildServerProvisioned(t)
 	nc := p.Connect(t, "server")
 	js, _ := jetstream.New(nc)
 	cl, err := client.New(nc, "default")
@@ -108,7 +108,7 @@ func TestChaosBrokerStall(t *testing.T) {
 	rctx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
 	go func() { _ = reaper.Run(rctx) }()
-	r := newCrashRig(t, p.URL(), p.ChildEnv("executor"), cl, 2)
+	r := newCrashRig(t, p.URL, p.ChildEnv("executor"), cl, 2)
 	type stall struct{ from, until time.Time }
 	var stalls []stall
 	var stallsDone atomic.Bool
@@ -156,7 +156,7 @@ func TestChaosBrokerStall(t *testing.T) {
 // end, and every completed step is recorded once.
 func TestChaosBrokerKill9(t *testing.T) {
 	size := chaosSize(40, 1, 200, 5)
-	p := testutil.StartServerProcess(t)
+	p := testutil.StartChildServerProvisioned(t)
 	nc := p.Connect(t, "server")
 	js, _ := jetstream.New(nc)
 	cl, err := client.New(nc, "default")
@@ -167,7 +167,7 @@ func TestChaosBrokerKill9(t *testing.T) {
 	rctx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
 	go func() { _ = reaper.Run(rctx) }()
-	r := newCrashRig(t, p.URL(), p.ChildEnv("executor"), cl, 2)
+	r := newCrashRig(t, p.URL, p.ChildEnv("executor"), cl, 2)
 	type outage struct{ from, until time.Time }
 	var outages []outage
 	var done atomic.Bool

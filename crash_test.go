@@ -60,7 +60,7 @@ func registerCrashWorkflow(reg *polos.Registry, effects string) {
 }
 
 func TestMain(m *testing.M) {
-	testutil.ServeIfChild()
+	testutil.RunChildServer()
 	if url := os.Getenv(envChildURL); url != "" {
 		runChildExecutor(url, os.Getenv(envChildFile), os.Getenv(envChildID))
 		return

@@ -71,6 +71,19 @@ func AsOperator(name string) Option {
 	}
 }
 
+// StoreDiagnosis lets the client name the store's fault when a write gets
+// no usable answer: fn returns nil while the store is healthy, or a coded
+// store error (polosd passes its embedded server's StoreFault). With it a
+// start, resume or cancel on a full disk fails at once with STORE_FULL
+// instead of waiting for its timeout.
+func StoreDiagnosis(fn func() error) Option {
+	return func(c *Client) {
+		p := c.store.Retry()
+		p.Diagnose = fn
+		c.store.SetRetry(p)
+	}
+}
+
 // ReadOnly makes the client read with direct gets only (the observer role).
 func ReadOnly() Option { return func(c *Client) { c.store.DirectReadsOnly() } }
 
@@ -108,6 +121,9 @@ func New(nc *nats.Conn, ns string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A person waits for what a client writes: faults that need an
+	// operator (a full disk) come back at once, elections are waited out.
+	st.SetRetry(protocol.InteractiveStoreRetry())
 	c := &Client{nc: nc, js: js, store: st, ns: st.Namespace(), metas: map[string]cachedMeta{}}
 	for _, o := range opts {
 		o(c)
@@ -229,7 +245,7 @@ func (c *Client) Start(ctx context.Context, workflow string, input any, o StartO
 	// Queued even when the run existed: a creator that died between the
 	// append and the queueing leaves a run that this call starts. The
 	// message ID makes it a no-op otherwise.
-	if err := protocol.Enqueue(ctx, c.js, c.ns, queue, id, "start", "start:"+id); err != nil {
+	if err := protocol.EnqueueWith(ctx, c.js, c.store.Retry(), c.ns, queue, id, "start", "start:"+id); err != nil {
 		return id, created, err
 	}
 	if created {
@@ -458,7 +474,7 @@ func (c *Client) Resume(ctx context.Context, id, stepKey string, d Decision) (ev
 	}
 	// The waker queues the run too (executor.Waker): a decision whose
 	// caller gives up here still moves its run.
-	if err := protocol.Enqueue(ctx, c.js, c.ns, queue, id, "resume:"+stepKey, protocol.WakeDedupe(id, seq)); err != nil {
+	if err := protocol.EnqueueWith(ctx, c.js, c.store.Retry(), c.ns, queue, id, "resume:"+stepKey, protocol.WakeDedupe(id, seq)); err != nil {
 		return events.Summary{}, err
 	}
 	return events.Summarize(hist), nil
@@ -497,7 +513,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 		}
 		return err
 	}
-	return protocol.Enqueue(ctx, c.js, c.ns, queue, id, "cancel", protocol.WakeDedupe(id, seq))
+	return protocol.EnqueueWith(ctx, c.js, c.store.Retry(), c.ns, queue, id, "cancel", protocol.WakeDedupe(id, seq))
 }
 
 // PublishEvent publishes data on topic and wakes the runs waiting on it.
@@ -539,7 +555,7 @@ func (c *Client) PublishEvent(ctx context.Context, topic string, data any) error
 		if err == nil {
 			_ = json.Unmarshal(entry.Value(), &q)
 		}
-		_ = protocol.Enqueue(ctx, c.js, c.ns, q.Queue, runID, "event:"+topic, "event:"+runID+":"+itoa(ack.Sequence))
+		_ = protocol.EnqueueWith(ctx, c.js, c.store.Retry(), c.ns, q.Queue, runID, "event:"+topic, "event:"+runID+":"+itoa(ack.Sequence))
 	}
 	return nil
 }

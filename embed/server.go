@@ -6,6 +6,7 @@ package embed
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -57,6 +58,13 @@ type Options struct {
 	// no unauthenticated access: every client needs one of the
 	// credentials written under DataDir/creds.
 	Namespaces []string
+	// Logger gets the store watchdog's reports (a store fault once per
+	// code per minute, its recovery); default slog.Default().
+	Logger *slog.Logger
+	// StoreCheckInterval is how often the store watchdog runs (0:
+	// DefaultStoreCheckInterval; negative: no watchdog, a full disk then
+	// needs a restart).
+	StoreCheckInterval time.Duration
 }
 
 // Server is a running embedded nats-server.
@@ -65,6 +73,7 @@ type Server struct {
 	opts  Options
 	lock  *os.File
 	creds *creds.Store
+	watch *storeWatch
 }
 
 // Start starts the embedded server and waits until it accepts connections.
@@ -146,7 +155,15 @@ func Start(o Options) (*Server, error) {
 		return nil, perr.New(CodeStart, "is the port already in use? try --listen 127.0.0.1:0",
 			"embedded NATS server not ready after %s", DefaultStartTimeout)
 	}
-	return &Server{ns: ns, opts: o, lock: lock, creds: store}, nil
+	srv := &Server{ns: ns, opts: o, lock: lock, creds: store}
+	if o.StoreCheckInterval >= 0 {
+		log := o.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		srv.watch = newStoreWatch(ns, sopts, log, o.StoreCheckInterval)
+	}
+	return srv, nil
 }
 
 // Creds is the store of the identities this server accepts.
@@ -192,6 +209,9 @@ func (s *Server) Synced() bool { return !s.opts.NoSync }
 // Shutdown stops the server cleanly, flushing the store, and releases the
 // data directory lock. Safe to call twice.
 func (s *Server) Shutdown() {
+	if s.watch != nil {
+		s.watch.close()
+	}
 	if s.ns != nil {
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -19,10 +18,6 @@ import (
 const (
 	// DefaultMaxGroup bounds one atomic batch (the server allows 1,000).
 	DefaultMaxGroup = 256
-	// groupCommitTimeout bounds the wait for a batch's commit ack; past it
-	// every append of the batch falls back to the single path, which
-	// re-reads the slot (so a batch that did land is not written twice).
-	groupCommitTimeout = 5 * time.Second
 	// groupInflight is how many batches may be stored at once.
 	groupInflight = 4
 )
@@ -166,7 +161,12 @@ func (c *committer) storeBatch(batch []*groupItem) {
 				continue
 			}
 			m.Header.Set(hdrBatchCommit, "1")
-			resp, err := c.s.nc.RequestMsg(m, groupCommitTimeout)
+			// The wait for the commit ack is one attempt of the store's
+			// retry policy; past it (or on any failure) every append of the
+			// batch falls back to the single path, which retries under the
+			// same policy and re-reads the slot first (so a batch that did
+			// land is not written twice).
+			resp, err := c.s.nc.RequestMsg(m, c.s.retry.AttemptTimeout())
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,8 +26,10 @@ const (
 	// DefaultReadBatch is how many events Load reads with one batched
 	// direct get before switching to an ordered consumer.
 	DefaultReadBatch = 256
-	// DefaultAppendRetries bounds re-sends of an append whose ack was lost.
-	DefaultAppendRetries = 5
+	// DefaultAppendRetryFor bounds how long an append whose ack was lost, or
+	// that met a store fault, is tried again (protocol.StoreRetry): longer
+	// than a leader election or a broker stall. SetRetry changes it.
+	DefaultAppendRetryFor = protocol.DefaultStoreRetryFor
 	// DefaultNamespace is used when none is given.
 	DefaultNamespace = "default"
 )
@@ -133,7 +136,25 @@ type Store struct {
 	// operator and observer roles are allowed.
 	directOnly bool
 	reader     *protocol.DirectReader
+	// retry is how appends are retried; retries counts attempts that
+	// failed with a store fault or a lost ack (shared by WithWriter copies).
+	retry   protocol.StoreRetry
+	retries *atomic.Int64
 }
+
+// SetRetry sets how the store's appends are retried (default: every store
+// fault waited out for DefaultAppendRetryFor). Set it before the store is
+// shared.
+func (s *Store) SetRetry(p protocol.StoreRetry) { s.retry = p }
+
+// Retry is the store's retry policy (for other writes made on its behalf,
+// such as protocol.EnqueueWith).
+func (s *Store) Retry() protocol.StoreRetry { return s.retry }
+
+// AppendRetries counts append attempts that failed (a lost ack, a store
+// fault, a slot that could not be re-read) and were resolved by re-reading
+// the slot or tried again.
+func (s *Store) AppendRetries() int64 { return s.retries.Load() }
 
 // Reader is the store's direct-get reader (shared with followers).
 func (s *Store) Reader() *protocol.DirectReader { return s.reader }
@@ -153,7 +174,7 @@ func NewStore(nc *nats.Conn, js jetstream.JetStream, ns, writer string) (*Store,
 	if err := ValidateID("namespace", ns); err != nil {
 		return nil, err
 	}
-	return &Store{nc: nc, js: js, ns: ns, writer: writer, BlobThreshold: DefaultBlobThreshold, reader: protocol.NewDirectReader(nc)}, nil
+	return &Store{nc: nc, js: js, ns: ns, writer: writer, BlobThreshold: DefaultBlobThreshold, reader: protocol.NewDirectReader(nc), retries: new(atomic.Int64)}, nil
 }
 
 // Namespace is the store's namespace.
@@ -203,8 +224,13 @@ func (s *Store) StreamOf(runID string) string { return protocol.RunsStreamOf(run
 // still expectedSeq (0 = the run has no history yet: this creates it).
 // It returns the new sequence.
 //
-// Under failure: if the ack is lost (timeout) it re-reads the slot; if our
-// bytes are there the append succeeded (no duplicate is written). A
+// Under failure: if the ack is lost (timeout) or the store has a fault, it
+// re-reads the slot; if our bytes are there the append succeeded (no
+// duplicate is written), else it tries again with backoff and jitter for
+// up to DefaultAppendRetryFor (SetRetry) or ctx's deadline, whichever
+// comes first, and then returns the fault coded by
+// protocol.ClassifyStoreError (STORE_FULL, STORE_READ_ONLY,
+// STORE_NO_QUORUM, STORE_UNAVAILABLE). A
 // conflict returns *ConflictError whose Code says what happened:
 // CodeRunExists (creating an existing run), CodeSignalArrived,
 // CodeLostOwnership, CodeNonDeterminism, or CodeRunDamaged when the message
@@ -236,42 +262,55 @@ func (s *Store) Append(ctx context.Context, runID string, expectedSeq uint64, ev
 }
 
 // appendSingle publishes one encoded event with compare-and-swap, resolving
-// lost acks and classifying conflicts (see Append).
+// lost acks and classifying conflicts (see Append). A failed attempt is
+// retried under the store's retry policy (protocol.StoreRetry: backoff
+// with jitter up to DefaultAppendRetryFor, or the ctx deadline), and
+// before each retry the slot is re-read: our own bytes there (same digest)
+// mean the write landed, so a stall or a leader election never writes an
+// event twice.
 func (s *Store) appendSingle(ctx context.Context, runID string, expectedSeq uint64, ev *Event, data []byte) (uint64, error) {
 	msg := &nats.Msg{Subject: s.Subject(runID, ev.Type), Data: data, Header: nats.Header{}}
-	var lastErr error
-	for attempt := 0; attempt < DefaultAppendRetries; attempt++ {
-		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(expectedSeq, s.RunFilter(runID)))
+	var seq uint64
+	err := s.retry.Do(ctx, "append to run "+runID, func(actx context.Context) error {
+		ack, err := s.js.PublishMsg(actx, msg, jetstream.WithExpectLastSequenceForSubject(expectedSeq, s.RunFilter(runID)))
 		if err == nil && s.dropAck != nil && s.dropAck() {
 			err = nats.ErrTimeout // stored, but we act as if the ack never came
 		}
 		if err == nil {
-			ev.Seq = ack.Sequence
-			return ack.Sequence, nil
+			seq = ack.Sequence
+			return nil
 		}
 		if IsCASConflict(err) {
-			return s.resolveConflict(ctx, runID, expectedSeq, ev)
+			rctx, cancel := s.retry.AttemptContext(ctx)
+			seq, err = s.resolveConflict(rctx, runID, expectedSeq, ev)
+			cancel()
+			var c *ConflictError
+			if err != nil && !errors.As(err, &c) {
+				s.retries.Add(1)
+				return err // the slot could not be re-read: publish again
+			}
+			return protocol.Final(err)
 		}
-		if ctx.Err() != nil {
-			return 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "append to run %s cancelled", runID)
-		}
-		// Lost ack or transport error: the write may or may not have landed.
-		lastErr = err
-		found, rerr := s.eventAfter(ctx, runID, expectedSeq)
+		// Lost ack or store fault: the write may or may not have landed.
+		s.retries.Add(1)
+		rctx, cancel := s.retry.AttemptContext(ctx)
+		found, rerr := s.eventAfter(rctx, runID, expectedSeq)
+		cancel()
 		if rerr == nil && found != nil {
 			if found.Digest == ev.Digest {
-				ev.Seq = found.Seq
-				return found.Seq, nil
+				seq = found.Seq
+				return nil
 			}
-			return s.classify(runID, expectedSeq, ev, found)
+			seq, err = s.classify(runID, expectedSeq, ev, found)
+			return protocol.Final(err)
 		}
-		select {
-		case <-ctx.Done():
-			return 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "append to run %s cancelled", runID)
-		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return 0, err
 	}
-	return 0, perr.Wrap(lastErr, CodeStoreIO, "check that the NATS server is up (polosd running?)", "append to run %s failed after %d attempts", runID, DefaultAppendRetries)
+	ev.Seq = seq
+	return seq, nil
 }
 
 func (s *Store) resolveConflict(ctx context.Context, runID string, expectedSeq uint64, ev *Event) (uint64, error) {

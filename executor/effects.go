@@ -29,10 +29,16 @@ func (f *effects) ScheduleWake(ctx context.Context, runID, key string, at time.T
 	msg.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set("Nats-Schedule-Target", protocol.TaskSubject(f.ns, f.queue))
 	msg.Header.Set(jetstream.MsgIDHeader, "sched:"+runID+":"+key+":"+at.UTC().Format(time.RFC3339Nano))
-	if _, err := f.js.PublishMsg(ctx, msg); err != nil {
+	// Retried under the store's policy: the Msg-Id makes a retry a no-op
+	// when the first attempt landed.
+	err := f.store.Retry().Do(ctx, "scheduling wake-up "+key+" of run "+runID, func(actx context.Context) error {
+		_, err := f.js.PublishMsg(actx, msg)
+		return err
+	})
+	if err != nil && perr.CodeOf(err) == "" {
 		return perr.Wrap(err, events.CodeStoreIO, "check that the NATS server is up", "cannot schedule wake-up %s of run %s", key, runID)
 	}
-	return nil
+	return err
 }
 
 func (f *effects) StartChild(ctx context.Context, parentID, childID, workflow string, input json.RawMessage, queue string) error {
@@ -43,7 +49,7 @@ func (f *effects) StartChild(ctx context.Context, parentID, childID, workflow st
 	if _, err := f.store.Append(ctx, childID, 0, ev); err != nil && perr.CodeOf(err) != events.CodeRunExists {
 		return err
 	}
-	return protocol.Enqueue(ctx, f.js, f.ns, queue, childID, "start", "start:"+childID)
+	return protocol.EnqueueWith(ctx, f.js, f.store.Retry(), f.ns, queue, childID, "start", "start:"+childID)
 }
 
 func (f *effects) ChildOutcome(ctx context.Context, childID string) (*events.Event, error) {

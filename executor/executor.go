@@ -97,8 +97,11 @@ type Executor struct {
 	active   runners     // runs executing now (asked to yield at shutdown)
 	renewals renewHealth // whether lease renewals reach the store
 	reported *onceSet    // what was logged already (damage, unknown workflows)
-	kicked   *onceSet    // damaged runs the watch queued recently
-	stats    struct{ advances, acked, retried, terminated atomic.Int64 }
+	// storeLogged: store fault codes logged in the last
+	// protocol.DefaultStoreFaultLogEvery (one line per code, not per task).
+	storeLogged *onceSet
+	kicked      *onceSet // damaged runs the watch queued recently
+	stats       struct{ advances, acked, retried, terminated atomic.Int64 }
 }
 
 // New returns an executor; call Run to start it.
@@ -133,7 +136,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg Registry, o Options) (*Execu
 		st.EnableGroupCommit()
 	}
 	return &Executor{store: st, js: js, nc: nc, reg: reg, opts: o, log: o.Logger, cache: newHistoryCache(o.CacheSize), locks: map[string]*runLock{}, slots: ratelimit.NewSlots(js, o.Namespace),
-		reported: newOnceSet(DefaultReportedSetSize, 0), kicked: newOnceSet(DefaultReportedSetSize, damageKickEvery)}, nil
+		reported: newOnceSet(DefaultReportedSetSize, 0), storeLogged: newOnceSet(DefaultReportedSetSize, protocol.DefaultStoreFaultLogEvery), kicked: newOnceSet(DefaultReportedSetSize, damageKickEvery)}, nil
 }
 
 // answerProbes subscribes, once, to this executor's liveness subject. The
@@ -296,6 +299,14 @@ func (e *Executor) verdict(runID string, o replay.Outcome, err error, deliveries
 			return settleNak, DefaultBusyDelay // a live executor has it: let it take the task
 		}
 		return settleNak, unknownWorkflowDelay(deliveries)
+	}
+	if code := perr.CodeOf(err); protocol.IsStoreFaultCode(code) {
+		// The store cannot take writes (polosd's log names the cause once):
+		// every task would say the same, so one line per code per minute.
+		if e.storeLogged.first(string(code), time.Now()) {
+			e.log.Warn("advancing runs fails: the store does not take writes; tasks are retried (logged once a minute)", "code", code, "run", runID, "err", err)
+		}
+		return settleNak, DefaultRetryDelay
 	}
 	e.log.Warn("advancing run failed; task will be retried", "run", runID, "err", err)
 	return settleNak, DefaultRetryDelay

@@ -26,11 +26,6 @@ const (
 	// before its runs are handed over: one missed probe may be a client
 	// reconnecting.
 	DefaultReapProbes = 2
-	// DefaultReapGrace: after the reaper's own connection (re)connects, an
-	// owner it has not yet seen alive is given this long to reconnect
-	// before it can be found gone (after a broker restart every executor
-	// reconnects at its own pace: protocol.DefaultReconnectWait plus jitter).
-	DefaultReapGrace = 3 * time.Second
 	// reapRewatchDelay is the pause before a lost lease watch is opened again.
 	reapRewatchDelay = time.Second
 )
@@ -44,10 +39,9 @@ const (
 // (compare-and-swap on the revision it saw, so a lease renewed or taken
 // meanwhile is left alone) and queues the run again.
 //
-// After the reaper's own connection (re)connects, only owners it has seen
-// alive since are reaped during DefaultReapGrace: after a broker restart
-// every executor reconnects at its own pace, and one that has not yet is
-// not dead.
+// After the reaper's own connection reconnects, nobody is found gone for
+// protocol.DefaultReconnectGrace: after a broker restart every executor
+// reconnects at its own pace, and one that has not yet is not dead.
 //
 // Under failure: a probe that times out proves nothing and reaps nothing
 // (a stalled broker or owner keeps its runs). A reaper that dies between a
@@ -114,8 +108,6 @@ func (r *Reaper) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	defer func() { _ = w.Stop() }()
 	leases := map[string]heldLease{}
 	gone := map[string]int{}
-	seen := map[string]bool{} // owners seen alive since our last reconnect
-	reconnects, connectedAt := r.nc.Stats().Reconnects, time.Now()
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
 	for {
@@ -139,20 +131,14 @@ func (r *Reaper) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			}
 			leases[e.Key()] = heldLease{rev: e.Revision(), rec: rec}
 		case <-tick.C:
-			if n := r.nc.Stats().Reconnects; n != reconnects {
-				reconnects, connectedAt = n, time.Now()
-				clear(seen)
-				clear(gone)
-			}
-			r.probe(ctx, kv, leases, gone, seen, time.Since(connectedAt) > DefaultReapGrace)
+			r.probe(ctx, kv, leases, gone)
 		}
 	}
 }
 
 // probe asks every owner once, concurrently, and reaps the runs of owners
-// gone DefaultReapProbes times in a row (and, within the grace after a
-// reconnect, seen alive before: settled is false then).
-func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[string]heldLease, gone map[string]int, seen map[string]bool, settled bool) {
+// gone DefaultReapProbes times in a row.
+func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[string]heldLease, gone map[string]int) {
 	owners := map[string]bool{}
 	for _, l := range leases {
 		owners[l.rec.Owner] = true
@@ -160,11 +146,6 @@ func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[st
 	for o := range gone {
 		if !owners[o] {
 			delete(gone, o)
-		}
-	}
-	for o := range seen {
-		if !owners[o] {
-			delete(seen, o)
 		}
 	}
 	var mu sync.Mutex
@@ -178,11 +159,8 @@ func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[st
 			defer mu.Unlock()
 			switch live {
 			case protocol.OwnerGone:
-				if seen[o] || settled {
-					gone[o]++
-				}
+				gone[o]++
 			case protocol.OwnerHolds, protocol.OwnerIdle:
-				seen[o] = true
 				delete(gone, o)
 			}
 		}()

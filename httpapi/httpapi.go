@@ -32,6 +32,7 @@ import (
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/replay"
 )
 
@@ -360,8 +361,10 @@ func Status(err error) int {
 		return http.StatusBadRequest
 	case CodeUnauthorized:
 		return http.StatusUnauthorized
-	case client.CodeUnreachable, events.CodeStoreIO:
+	case client.CodeUnreachable, events.CodeStoreIO, protocol.CodeStoreNoQuorum, protocol.CodeStoreReadOnly:
 		return http.StatusServiceUnavailable
+	case protocol.CodeStoreFull:
+		return http.StatusInsufficientStorage
 	case client.CodeTimeout:
 		return http.StatusGatewayTimeout
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,7 +113,27 @@ func (r *DirectReader) route(m *nats.Msg) {
 // Batch reads up to n (at most FollowBatch) messages of stream matching
 // filter (wildcards allowed), starting at sequence from, with one batched
 // direct get. pending is how many matching messages remain after the batch.
+//
+// Under failure: a stream that does not answer for a moment (status 503:
+// JetStream restarting after a store fault, or a stream without a leader)
+// is asked again under StoreRetry for up to DefaultStoreReadRetryFor;
+// other errors come back at once.
 func (r *DirectReader) Batch(ctx context.Context, stream, filter string, from uint64, n int) (msgs []Stored, pending uint64, err error) {
+	err = StoreRetry{For: DefaultStoreReadRetryFor, Attempt: DefaultDirectTimeout}.Do(ctx, "reading "+stream, func(actx context.Context) error {
+		var err error
+		msgs, pending, err = r.batchOnce(actx, stream, filter, from, n)
+		if err != nil && !errors.Is(err, errNoStream) {
+			return Final(err)
+		}
+		return err
+	})
+	return msgs, pending, err
+}
+
+// errNoStream: a direct get answered 503 (no stream answered right now).
+var errNoStream = errors.New("no stream answered (status 503)")
+
+func (r *DirectReader) batchOnce(ctx context.Context, stream, filter string, from uint64, n int) (msgs []Stored, pending uint64, err error) {
 	if from == 0 {
 		from = 1
 	}
@@ -149,6 +170,8 @@ func (r *DirectReader) Batch(ctx context.Context, stream, filter string, from ui
 			return msgs, pending, nil
 		case "404":
 			return msgs, 0, nil
+		case "503":
+			return nil, 0, perr.Wrap(errNoStream, CodeStoreIO, "check the server logs", "direct get on %s", stream)
 		default:
 			return nil, 0, perr.New(CodeStoreIO, "check the server logs", "direct get on %s answered status %s %s", stream, status, m.Header.Get("Description"))
 		}

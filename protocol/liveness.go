@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,7 +36,45 @@ const (
 	// proves nothing (the broker or the owner may be stalled): the run
 	// stays with its owner.
 	DefaultProbeTimeout = 250 * time.Millisecond
+	// DefaultReconnectGrace: for this long after the prober's own
+	// connection reconnected, "no responders" proves nothing either. After
+	// a broker restart every process reconnects at its own pace
+	// (DefaultReconnectWait plus jitter); one that has not yet is not dead.
+	DefaultReconnectGrace = 3 * time.Second
 )
+
+// reconnects remembers, per connection, the reconnect count last seen and
+// when it was first seen to change (recentlyReconnected).
+var reconnects sync.Map // *nats.Conn -> reconnectMark
+
+type reconnectMark struct {
+	count uint64
+	at    time.Time
+}
+
+// recentlyReconnected reports whether nc reconnected within
+// DefaultReconnectGrace, as far as this process noticed: a change of its
+// reconnect count is dated when first noticed, which only lengthens the
+// grace.
+func recentlyReconnected(nc *nats.Conn) bool {
+	n := nc.Stats().Reconnects
+	now := time.Now()
+	v, ok := reconnects.Load(nc)
+	if !ok {
+		m := reconnectMark{count: n}
+		if n > 0 {
+			m.at = now
+		}
+		reconnects.Store(nc, m)
+		return n > 0
+	}
+	m := v.(reconnectMark)
+	if m.count != n {
+		reconnects.Store(nc, reconnectMark{count: n, at: now})
+		return true
+	}
+	return !m.at.IsZero() && now.Sub(m.at) < DefaultReconnectGrace
+}
 
 // LeaseRecord is the value of a run's key in LeasesKV.
 type LeaseRecord struct {
@@ -101,13 +140,18 @@ const (
 
 // ProbeOwner asks owner whether it holds runID (runID "" asks only whether
 // it is alive: OwnerHolds then means alive). It waits at most
-// DefaultProbeTimeout, or less when ctx ends first.
+// DefaultProbeTimeout, or less when ctx ends first. Within
+// DefaultReconnectGrace of nc's own reconnect, an owner nobody answers for
+// is OwnerUnknown, not OwnerGone.
 func ProbeOwner(ctx context.Context, nc *nats.Conn, ns, owner, runID string) Liveness {
 	body, _ := json.Marshal(Probe{Owner: owner, RunID: runID})
 	ctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
 	defer cancel()
 	m, err := nc.RequestWithContext(ctx, LivenessSubject(ns, owner), body)
 	if errors.Is(err, nats.ErrNoResponders) {
+		if recentlyReconnected(nc) {
+			return OwnerUnknown // the owner may not have reconnected yet
+		}
 		return OwnerGone
 	}
 	if err != nil {

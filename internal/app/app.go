@@ -319,7 +319,7 @@ func (d *Daemon) connect() error {
 	o := d.o
 	var err error
 	if o.NATSURL == "" {
-		d.srv, err = embed.Start(embed.Options{DataDir: o.DataDir, Listen: o.Listen, NoSync: o.NoSync, Namespaces: []string{o.Namespace}})
+		d.srv, err = embed.Start(embed.Options{DataDir: o.DataDir, Listen: o.Listen, NoSync: o.NoSync, Namespaces: []string{o.Namespace}, Logger: o.Logger})
 		if err != nil {
 			return err
 		}
@@ -354,8 +354,18 @@ func (d *Daemon) connect() error {
 	return nil
 }
 
+// clientOptions are the options of the clients polosd serves requests
+// with: with the embedded server, a write that gets no answer is named by
+// its store watchdog (STORE_FULL, ...) and refused at once.
+func (d *Daemon) clientOptions() []client.Option {
+	if d.srv == nil {
+		return nil
+	}
+	return []client.Option{client.StoreDiagnosis(d.srv.StoreFault)}
+}
+
 func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
-	cl, err := client.New(d.nc, d.o.Namespace)
+	cl, err := client.New(d.nc, d.o.Namespace, d.clientOptions()...)
 	if err != nil {
 		return err
 	}
@@ -428,7 +438,7 @@ func (d *Daemon) externalCreds() ([]nats.Option, string, error) {
 // startControl serves operators' requests (the CLI's start, resume,
 // cancel, ...) with the daemon's own identity.
 func (d *Daemon) startControl(deps Deps) error {
-	cl, err := client.New(d.nc, d.o.Namespace)
+	cl, err := client.New(d.nc, d.o.Namespace, d.clientOptions()...)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,8 @@
 // Exit codes are a contract (docs/cli.md): 0 success; 1 the run failed (or
 // was cancelled); 2 usage error or bad input; 3 not found; 4 the step is
 // not waiting (or was already decided, or the run is finished); 5 cannot
-// reach the server.
+// reach the server; 6 the server's store refuses writes or does not answer
+// (STORE_FULL, STORE_READ_ONLY, STORE_NO_QUORUM, STORE_UNAVAILABLE).
 package cli
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/polos-run/polos/internal/cli/grantscmd"
 	"github.com/polos-run/polos/internal/cli/policycmd"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/replay"
 )
 
@@ -36,6 +38,7 @@ const (
 	ExitNotFound    = 3
 	ExitNotWaiting  = 4
 	ExitUnreachable = 5
+	ExitStore       = 6
 )
 
 // Defaults.
@@ -115,6 +118,8 @@ func ExitCode(err error) int {
 		return ExitUnreachable
 	case CodeUsage, client.CodeBadInput, events.CodeBadID, replay.CodeBadPayload:
 		return ExitUsage
+	case protocol.CodeStoreFull, protocol.CodeStoreReadOnly, protocol.CodeStoreNoQuorum, protocol.CodeStoreIO:
+		return ExitStore
 	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {

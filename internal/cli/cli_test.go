@@ -15,7 +15,9 @@ import (
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/examples/demo"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/sandbox/dispatch"
 	"github.com/polos-run/polos/sandbox/local"
 )
@@ -179,5 +181,18 @@ func TestSummaryShowsExecUnconfined(t *testing.T) {
 		if got := strings.Contains(out.String(), "exec unconfined"); got != unconfined {
 			t.Errorf("unconfined %v: output %q", unconfined, out.String())
 		}
+	}
+}
+
+// TestStoreFaultsExit6: every store fault code, as it arrives from the
+// control service (a coded wire error), exits 6.
+func TestStoreFaultsExit6(t *testing.T) {
+	for _, code := range []perr.Code{protocol.CodeStoreFull, protocol.CodeStoreReadOnly, protocol.CodeStoreNoQuorum, protocol.CodeStoreIO} {
+		t.Run(string(code), func(t *testing.T) {
+			err := (&protocol.WireError{Code: string(code), Message: "append to run r failed"}).Err(protocol.CodeInternal)
+			if got := ExitCode(err); got != ExitStore {
+				t.Fatalf("%s: exit %d, want %d", code, got, ExitStore)
+			}
+		})
 	}
 }

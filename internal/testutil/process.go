@@ -6,12 +6,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -20,131 +21,226 @@ import (
 	"github.com/polos-run/polos/protocol"
 )
 
-// Environment of a test binary started as a server process (see
-// ServeIfChild).
+// Environment of a test binary started as a server process (RunChildServer).
 const (
-	EnvServerChildDir    = "POLOS_TEST_SERVER_DIR"
-	EnvServerChildListen = "POLOS_TEST_SERVER_LISTEN"
+	// EnvChildServerDir and EnvChildServerListen make RunChildServer serve
+	// an embedded server (accounts and credentials as polosd's) on that
+	// data directory and address.
+	EnvChildServerDir    = "POLOS_TEST_CHILD_SERVER_DIR"
+	EnvChildServerListen = "POLOS_TEST_CHILD_SERVER_LISTEN"
+	// EnvChildClusterNode makes RunChildServer serve one node of a plain
+	// JetStream test cluster: "name dir clientPort clusterPort route,route,...".
+	EnvChildClusterNode = "POLOS_TEST_CHILD_CLUSTER_NODE"
 )
 
-// ServeIfChild, called first thing in a TestMain, turns the test binary
-// into a server process when StartServerProcess started it: it runs the
-// embedded server on the directory and address it was given until killed,
-// and never returns. Otherwise it returns at once.
-func ServeIfChild() {
-	dir := os.Getenv(EnvServerChildDir)
+// RunChildServer, called first in a package's TestMain, turns the test
+// binary into a NATS server process when its parent asked for one
+// (StartChildServer, StartChildCluster): it serves until killed and never
+// returns. Without the variables it returns at once.
+func RunChildServer() {
+	if node := os.Getenv(EnvChildClusterNode); node != "" {
+		runClusterNode(node)
+	}
+	dir := os.Getenv(EnvChildServerDir)
 	if dir == "" {
 		return
 	}
-	s, err := embed.Start(embed.Options{DataDir: dir, Listen: os.Getenv(EnvServerChildListen)})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "server process:", err)
+	if _, err := embed.Start(embed.Options{DataDir: dir, Listen: os.Getenv(EnvChildServerListen)}); err != nil {
+		fmt.Fprintln(os.Stderr, "child server:", err)
 		os.Exit(1)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
-	s.Shutdown()
-	os.Exit(0)
+	select {}
 }
 
-// ServerProcess is an embedded nats-server in a child process (the test
-// binary itself, through ServeIfChild), so that tests can stop it with
-// SIGSTOP, kill it with SIGKILL and restart it on the same store and port,
-// while the test's own connections reconnect as real clients do.
-type ServerProcess struct {
-	t    testing.TB
-	Dir  string
-	Addr string // host:port, the same across restarts
-	cmd  *exec.Cmd
+// runClusterNode serves a plain JetStream cluster node (no accounts: a
+// test cluster) with fsync on every write until killed.
+func runClusterNode(spec string) {
+	var name, dir, routes string
+	var port, cport int
+	if _, err := fmt.Sscanf(spec, "%s %s %d %d %s", &name, &dir, &port, &cport, &routes); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster node: bad spec:", spec, err)
+		os.Exit(1)
+	}
+	o := &server.Options{ServerName: name, Host: "127.0.0.1", Port: port, NoSigs: true,
+		JetStream: true, StoreDir: dir, SyncAlways: true, JetStreamMaxMemory: -1, JetStreamMaxStore: -1,
+		Cluster: server.ClusterOpts{Name: "polos-test", Host: "127.0.0.1", Port: cport},
+		Routes:  server.RoutesFromStr(routes)}
+	s, err := server.NewServer(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster node:", err)
+		os.Exit(1)
+	}
+	s.Start()
+	select {}
 }
 
-// StartServerProcess starts a server process on a fresh directory and a
-// free port, provisions namespace "default", and kills it at cleanup.
-// The test binary's TestMain must call ServeIfChild.
-func StartServerProcess(t testing.TB) *ServerProcess {
+// ChildServer is a NATS server in a child process (the test binary itself,
+// through RunChildServer): a real process that a test can stop with
+// SIGSTOP, kill with SIGKILL, and restart on the same store and port while
+// its clients reconnect as real clients do.
+type ChildServer struct {
+	Cmd *exec.Cmd
+	Dir string
+	URL string
+	t   testing.TB
+	env string // what makes the child this server
+	// Cluster marks a node of StartChildCluster: plain JetStream, no
+	// accounts, no credentials.
+	Cluster bool
+}
+
+// StartChildServer starts a server process with polosd's accounts on a
+// fresh data directory and a free port, and kills it at cleanup. The
+// package's TestMain must call RunChildServer.
+func StartChildServer(t testing.TB) *ChildServer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c := &ChildServer{t: t, Dir: dir, URL: "nats://" + addr,
+		env: EnvChildServerDir + "=" + dir + "\x00" + EnvChildServerListen + "=" + addr}
+	c.Restart()
+	t.Cleanup(c.Kill)
+	return c
+}
+
+// StartChildServerProvisioned is StartChildServer with namespace "default"
+// provisioned.
+func StartChildServerProvisioned(t testing.TB) *ChildServer {
+	t.Helper()
+	c := StartChildServer(t)
+	js, _ := jetstream.New(c.Connect(t, string(protocol.RoleServer)))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := protocol.Provision(ctx, js, protocol.DefaultNamespace, 1); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// StartChildCluster starts n cluster nodes, each in its own process, so a
+// test can kill -9 a stream leader. It returns them once every node
+// accepts connections; they are killed at cleanup.
+func StartChildCluster(t testing.TB, n int) []*ChildServer {
+	t.Helper()
+	ports, cports := make([]int, n), make([]int, n)
+	var routes []string
+	for i := range ports {
+		ports[i], cports[i] = freePort(t), freePort(t)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[i]))
+	}
+	var out []*ChildServer
+	for i := range ports {
+		dir := t.TempDir()
+		c := &ChildServer{t: t, Dir: dir, URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[i]), Cluster: true,
+			env: fmt.Sprintf("%s=n%d %s %d %d %s", EnvChildClusterNode, i+1, dir, ports[i], cports[i], strings.Join(routes, ","))}
+		c.start()
+		t.Cleanup(c.Kill)
+		out = append(out, c)
+	}
+	for _, c := range out {
+		c.waitListening()
+	}
+	return out
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	p := &ServerProcess{t: t, Dir: t.TempDir(), Addr: addr}
-	p.Restart()
-	t.Cleanup(p.Kill)
-	nc := p.Connect(t, "server")
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := protocol.Provision(ctx, js, "default", 1); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// URL is the client URL.
-func (p *ServerProcess) URL() string { return "nats://" + p.Addr }
-
-// Restart starts the process (again) and waits until it accepts
-// connections.
-func (p *ServerProcess) Restart() {
-	p.t.Helper()
+func (c *ChildServer) start() {
 	self, err := os.Executable()
 	if err != nil {
-		p.t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), EnvServerChildDir+"="+p.Dir, EnvServerChildListen+"="+p.Addr)
+	cmd.Env = append(os.Environ(), strings.Split(c.env, "\x00")...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	p.cmd = cmd
-	CheckFor(p.t, 30*time.Second, 20*time.Millisecond, func() error {
-		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
+	c.Cmd = cmd
+}
+
+func (c *ChildServer) waitListening() {
+	addr := strings.TrimPrefix(c.URL, "nats://")
+	CheckFor(c.t, 60*time.Second, 20*time.Millisecond, func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return err
 		}
-		return c.Close()
+		return conn.Close()
 	})
+}
+
+// Restart starts the process (again, after Kill) on the same store and
+// port and waits until it accepts connections.
+func (c *ChildServer) Restart() {
+	c.t.Helper()
+	c.start()
+	c.waitListening()
 }
 
 // Pause stops the process with SIGSTOP: connections stay open, nothing is
 // answered. Resume continues it.
-func (p *ServerProcess) Pause()  { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
-func (p *ServerProcess) Resume() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
+func (c *ChildServer) Pause()  { _ = c.Cmd.Process.Signal(syscall.SIGSTOP) }
+func (c *ChildServer) Resume() { _ = c.Cmd.Process.Signal(syscall.SIGCONT) }
 
 // Kill kills the process with SIGKILL and waits for it; safe to call twice.
-func (p *ServerProcess) Kill() {
-	if p.cmd == nil || p.cmd.Process == nil {
+func (c *ChildServer) Kill() {
+	if c.Cmd == nil || c.Cmd.Process == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGCONT)
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
-	p.cmd = nil
+	_ = c.Cmd.Process.Signal(syscall.SIGCONT)
+	_ = c.Cmd.Process.Kill()
+	_ = c.Cmd.Wait()
+	c.Cmd = nil
 }
 
-// CredsFile is the seed file of identity name of namespace "default".
-func (p *ServerProcess) CredsFile(name string) string {
-	return filepath.Join(p.Dir, creds.DirName, protocol.DefaultNamespace, name+creds.SeedExt)
+// Stopped reports whether the child is stopped (state T in /proc).
+func (c *ChildServer) Stopped() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Cmd.Process.Pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'T'
+}
+
+// CredsFile is the seed file of identity name of namespace "default"
+// ("" on a cluster node: it has no accounts).
+func (c *ChildServer) CredsFile(name string) string {
+	if c.Cluster {
+		return ""
+	}
+	return filepath.Join(c.Dir, creds.DirName, protocol.DefaultNamespace, name+creds.SeedExt)
 }
 
 // ChildEnv lets a child process connect as identity name (ConnectChild).
-func (p *ServerProcess) ChildEnv(name string) string { return EnvChildCreds + "=" + p.CredsFile(name) }
+func (c *ChildServer) ChildEnv(name string) string { return EnvChildCreds + "=" + c.CredsFile(name) }
 
-// Connect dials the process as identity name, reconnecting as polosd's own
-// connections do (protocol.ServiceConnOptions), and closes the connection at cleanup.
-func (p *ServerProcess) Connect(t testing.TB, name string, opts ...nats.Option) *nats.Conn {
+// Connect dials the server as identity name (a role) of namespace
+// "default", reconnecting as polosd's own connections do
+// (protocol.ServiceConnOptions), and closes the connection at cleanup.
+func (c *ChildServer) Connect(t testing.TB, name string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	f, err := creds.Load(p.CredsFile(name))
-	if err != nil {
-		t.Fatal(err)
+	base := protocol.ServiceConnOptions()
+	if !c.Cluster {
+		f, err := creds.Load(c.CredsFile(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = append(base, f.NATSOptions()...)
 	}
-	nc, err := nats.Connect(p.URL(), append(append(f.NATSOptions(), protocol.ServiceConnOptions()...), opts...)...)
+	nc, err := nats.Connect(c.URL, append(base, opts...)...)
 	if err != nil {
-		t.Fatalf("connect as %s: %v", name, err)
+		t.Fatalf("connect to the child server as %s: %v", name, err)
 	}
 	t.Cleanup(nc.Close)
 	return nc

@@ -5,6 +5,8 @@ package testutil
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -118,6 +120,9 @@ func (s *Server) ChildEnv(name string) string { return EnvChildCreds + "=" + s.C
 // ConnectChild dials url from a child process with the credentials its
 // parent passed in EnvChildCreds.
 func ConnectChild(url string, opts ...nats.Option) (*nats.Conn, error) {
+	if os.Getenv(EnvChildCreds) == "" { // a test cluster without accounts
+		return nats.Connect(url, append(protocol.ServiceConnOptions(), opts...)...)
+	}
 	f, err := creds.Load(os.Getenv(EnvChildCreds))
 	if err != nil {
 		return nil, err
@@ -139,4 +144,51 @@ func SandboxHost(t testing.TB, nc *nats.Conn, roots []string, providers ...sandb
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
+}
+
+// SmallFS mounts a tmpfs of size (e.g. "48m") on a new directory and
+// unmounts it at cleanup. It skips the test, saying why, when the test does
+// not run as root or the mount fails.
+func SmallFS(t testing.TB, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (run the tests as root to check a full disk)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs on %s: %v %s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Logf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// FillDisk writes a file in dir until its filesystem is full and returns
+// the file's path (delete it to free the space).
+func FillDisk(t testing.TB, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	for _, n := range []int{64 << 10, 4 << 10, 512, 1} { // the last blocks too
+		for {
+			if _, err := f.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+	_ = f.Sync()
+	return path
 }

@@ -1,0 +1,133 @@
+package embed_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polos-run/polos/embed"
+	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/protocol"
+)
+
+// syncLog is a log sink safe for concurrent writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestFullDiskIsNamedAndRecovered: the data directory on a 48 MB tmpfs
+// fills up; appends fail with STORE_FULL (not a hang) and the watchdog
+// logs the cause once; after the filler is deleted, appends succeed again
+// with no restart of the server, and every acknowledged event is there.
+func TestFullDiskIsNamedAndRecovered(t *testing.T) {
+	dir := testutil.SmallFS(t, "48m")
+	logs := &syncLog{}
+	srv, err := embed.Start(embed.Options{DataDir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil)), StoreCheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if err := protocol.Provision(ctx, js, "default", 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.NewStore(nc, js, "default", "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	diag := protocol.InteractiveStoreRetry()
+	diag.Diagnose = srv.StoreFault
+	st.SetRetry(diag)
+
+	acked := map[string]uint64{} // run -> last acknowledged seq
+	appendOne := func(run string) error {
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		ev := &events.Event{Type: events.RunStarted, Data: []byte(`{}`)}
+		if seq, ok := acked[run]; ok {
+			ev = &events.Event{Type: events.StepStarted, Name: "s", Pos: int(seq), Data: bytes.Repeat([]byte("x"), 2000)}
+		}
+		seq, err := st.Append(actx, run, acked[run], ev)
+		if err == nil {
+			acked[run] = seq
+		}
+		return err
+	}
+	for i := 0; i < 20; i++ {
+		if err := appendOne(fmt.Sprintf("r%d", i%4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filler := testutil.FillDisk(t, dir)
+	var ferr error
+	start := time.Now()
+	for i := 0; i < 200 && ferr == nil; i++ {
+		ferr = appendOne(fmt.Sprintf("r%d", i%4))
+	}
+	took := time.Since(start)
+	if perr.CodeOf(ferr) != protocol.CodeStoreFull {
+		t.Fatalf("append on a full disk: %v (after %s), want STORE_FULL", ferr, took)
+	}
+	t.Logf("full disk: %v after %s", ferr, took)
+	if took > 15*time.Second {
+		t.Fatalf("STORE_FULL took %s", took)
+	}
+	// Further appends fail fast, and the log names the cause once.
+	for i := 0; i < 5; i++ {
+		if err := appendOne("r0"); perr.CodeOf(err) != protocol.CodeStoreFull {
+			t.Fatalf("append %d on a full disk: %v", i, err)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if n := strings.Count(logs.String(), "STORE_FULL"); n != 1 {
+			return fmt.Errorf("%d log lines name STORE_FULL, want 1:\n%s", n, logs)
+		}
+		return nil
+	})
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	testutil.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		return appendOne("r1")
+	})
+	t.Logf("writes resumed %s after space was freed (%d JetStream restarts)\n%s", time.Since(freed), srv.StoreRestarts(), logs)
+	if srv.StoreRestarts() < 1 {
+		t.Fatal("recovered without restarting JetStream?")
+	}
+	if c := srv.NATS().JetStreamConfig(); c == nil || !c.SyncAlways {
+		t.Fatalf("JetStream restarted without fsync on every write: %+v", c)
+	}
+	for run, seq := range acked {
+		hist, err := st.Load(ctx, run, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hist) == 0 || hist[len(hist)-1].Seq != seq {
+			t.Fatalf("run %s: history ends at %v, last acknowledged seq %d", run, hist, seq)
+		}
+	}
+	if !strings.Contains(logs.String(), "store recovered") {
+		t.Fatalf("no recovery logged:\n%s", logs)
+	}
+}
