@@ -131,7 +131,7 @@ func (l *lease) tryAcquire(ctx context.Context, kv jetstream.KeyValue, ns, runID
 			// dead owner's record stays fresh for DefaultLeaseTTL; a
 			// stalled broker lets live owners' records expire): ask the
 			// owner.
-			switch protocol.ProbeOwner(ctx, l.nc, ns, cur.Owner, runID) {
+			switch protocol.ProbeOwnerConfirmed(ctx, l.nc, ns, cur.Owner, runID) {
 			case protocol.OwnerHolds:
 				late := ""
 				if time.Now().After(cur.Expires) {

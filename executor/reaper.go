@@ -21,10 +21,10 @@ import (
 const (
 	// DefaultReapInterval is how often the reaper probes the owners of
 	// leases.
-	DefaultReapInterval = 200 * time.Millisecond
-	// DefaultReapProbes is how many probes in a row must find an owner gone
-	// before its runs are handed over: one missed probe may be a client
-	// reconnecting.
+	DefaultReapInterval = 100 * time.Millisecond
+	// DefaultReapProbes is how many probes in a row, spanning at least
+	// protocol.DefaultOwnerGoneFor, must find an owner gone before its runs
+	// are handed over: a missed probe may be a client reconnecting.
 	DefaultReapProbes = 2
 	// reapRewatchDelay is the pause before a lost lease watch is opened again.
 	reapRewatchDelay = time.Second
@@ -34,8 +34,9 @@ const (
 // known to be dead, instead of when their tasks' ack wait and their leases
 // expire. It watches the namespace's leases, probes each distinct owner
 // every DefaultReapInterval (protocol.ProbeOwner), and when an owner is
-// gone DefaultReapProbes times in a row (its NATS connection is closed: the
-// server answers "no responders"), deletes each of its leases
+// gone DefaultReapProbes times in a row over protocol.DefaultOwnerGoneFor
+// (its NATS connection is closed: the server answers "no responders"),
+// deletes each of its leases
 // (compare-and-swap on the revision it saw, so a lease renewed or taken
 // meanwhile is left alone) and queues the run again.
 //
@@ -107,7 +108,7 @@ func (r *Reaper) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	defer func() { _ = w.Stop() }()
 	leases := map[string]heldLease{}
-	gone := map[string]int{}
+	gone := map[string]*goneSince{}
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
 	for {
@@ -137,8 +138,18 @@ func (r *Reaper) watch(ctx context.Context, kv jetstream.KeyValue) error {
 }
 
 // probe asks every owner once, concurrently, and reaps the runs of owners
-// gone DefaultReapProbes times in a row.
-func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[string]heldLease, gone map[string]int) {
+// gone DefaultReapProbes times in a row over protocol.DefaultOwnerGoneFor.
+// goneSince counts the probes in a row that found an owner gone, since when.
+type goneSince struct {
+	n     int
+	since time.Time
+}
+
+func (g *goneSince) proven() bool {
+	return g != nil && g.n >= DefaultReapProbes && time.Since(g.since) >= protocol.DefaultOwnerGoneFor
+}
+
+func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[string]heldLease, gone map[string]*goneSince) {
 	owners := map[string]bool{}
 	for _, l := range leases {
 		owners[l.rec.Owner] = true
@@ -159,7 +170,10 @@ func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[st
 			defer mu.Unlock()
 			switch live {
 			case protocol.OwnerGone:
-				gone[o]++
+				if gone[o] == nil {
+					gone[o] = &goneSince{since: time.Now()}
+				}
+				gone[o].n++
 			case protocol.OwnerHolds, protocol.OwnerIdle:
 				delete(gone, o)
 			}
@@ -167,7 +181,7 @@ func (r *Reaper) probe(ctx context.Context, kv jetstream.KeyValue, leases map[st
 	}
 	wg.Wait()
 	for key, l := range leases {
-		if gone[l.rec.Owner] < DefaultReapProbes {
+		if !gone[l.rec.Owner].proven() {
 			continue
 		}
 		delete(leases, key)

@@ -41,6 +41,11 @@ const (
 	// a broker restart every process reconnects at its own pace
 	// (DefaultReconnectWait plus jitter); one that has not yet is not dead.
 	DefaultReconnectGrace = 3 * time.Second
+	// DefaultOwnerGoneFor is how long an owner must stay unanswered before
+	// it is taken for gone: an executor whose cluster node died reconnects
+	// to another node within a few hundred milliseconds, and "no
+	// responders" is true of it meanwhile.
+	DefaultOwnerGoneFor = 400 * time.Millisecond
 )
 
 // reconnects remembers, per connection, the reconnect count last seen and
@@ -168,6 +173,22 @@ func ProbeOwner(ctx context.Context, nc *nats.Conn, ns, owner, runID string) Liv
 		return OwnerHolds
 	}
 	return OwnerIdle
+}
+
+// ProbeOwnerConfirmed is ProbeOwner, except that an owner found gone is
+// probed again DefaultOwnerGoneFor later and is OwnerGone only if it is
+// still gone (an owner reconnecting to another cluster node is not gone).
+func ProbeOwnerConfirmed(ctx context.Context, nc *nats.Conn, ns, owner, runID string) Liveness {
+	live := ProbeOwner(ctx, nc, ns, owner, runID)
+	if live != OwnerGone {
+		return live
+	}
+	select {
+	case <-ctx.Done():
+		return OwnerUnknown
+	case <-time.After(DefaultOwnerGoneFor):
+	}
+	return ProbeOwner(ctx, nc, ns, owner, runID)
 }
 
 // AnswerProbes subscribes on owner's liveness subject and answers each
