@@ -8,15 +8,18 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/protocol"
 )
 
 // The fault suite (`make chaos`, `make chaos FULL=1`): each fault test
@@ -199,4 +202,90 @@ func TestChaosBrokerKill9(t *testing.T) {
 	}
 	reportChaos(t, chaosRow{Fault: "broker kill -9 + restart", Runs: len(r.ids), Faults: len(outages), InFlight: inFlight, Rerun: rerun, Recovery: recov,
 		Note: fmt.Sprintf("%d starts refused while down; %d runs reaped", r.refused, reaper.Reaped())})
+}
+
+// TestChaosClusterLeaderKill: on a 3-node cluster of real nats-server
+// processes with every stream replicated 3 times, the node leading a run
+// partition's stream is killed with SIGKILL mid-load (and restarted 2 s
+// later, so it rejoins). Elections are waited out: no completed step runs
+// again, every run finishes.
+func TestChaosClusterLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	size := chaosSize(40, 1, 200, 3)
+	srvs := testutil.StartChildCluster(t, 3)
+	var urls []string
+	for _, s := range srvs {
+		urls = append(urls, s.URL)
+	}
+	url := strings.Join(urls, ",")
+	nc, err := nats.Connect(url, protocol.ServiceConnOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	testutil.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return protocol.Provision(ctx, js, "default", 3)
+	})
+	cl, err := client.New(nc, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaper := executor.NewReaper(nc, js, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	rctx, stopReaper := context.WithCancel(context.Background())
+	defer stopReaper()
+	go func() { _ = reaper.Run(rctx) }()
+	r := newCrashRig(t, url, srvs[0].ChildEnv("executor"), cl, 2)
+	type outage struct{ from, until time.Time }
+	var outages []outage
+	var leaders []string
+	var done atomic.Bool
+	go func() {
+		defer done.Store(true)
+		for i := 0; i < size.faults; i++ {
+			time.Sleep(time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			info, err := js.Stream(ctx, protocol.RunsStreamName(i%protocol.RunPartitions))
+			cancel()
+			if err != nil || info.CachedInfo().Cluster == nil {
+				continue
+			}
+			leader := info.CachedInfo().Cluster.Leader
+			for n, s := range srvs {
+				if fmt.Sprintf("n%d", n+1) != leader {
+					continue
+				}
+				from := time.Now()
+				s.Kill()
+				time.Sleep(2 * time.Second)
+				s.Restart()
+				outages = append(outages, outage{from, time.Now()})
+				leaders = append(leaders, leader)
+			}
+			time.Sleep(time.Second)
+		}
+	}()
+	r.feed(size.runs, done.Load)
+	r.waitAll(5 * time.Minute)
+	r.stop()
+	hists, rerun := r.verify()
+	inFlight := 0
+	var recov []time.Duration
+	for _, o := range outages {
+		n, rec := affectedBy(hists, o.from, o.from, "")
+		inFlight += n
+		recov = append(recov, rec...)
+	}
+	if len(outages) != size.faults || inFlight == 0 {
+		t.Fatalf("the fault did not land: %d leader kills (%v), %d steps in flight at a kill", len(outages), leaders, inFlight)
+	}
+	reportChaos(t, chaosRow{Fault: "cluster: stream leader kill -9", Runs: len(r.ids), Faults: len(outages), InFlight: inFlight, Rerun: rerun, Recovery: recov,
+		Note: fmt.Sprintf("3 nodes, R3; leaders killed %v; recovery = kill to next event; %d starts refused", leaders, r.refused)})
+	if rerun != 0 {
+		t.Fatalf("%d completed steps ran again across a leader election with no Polos process killed", rerun)
+	}
 }
