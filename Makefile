@@ -19,10 +19,10 @@ test:
 	$(GO) vet $(PKGS) && $(GO) test -count=1 -timeout 40m $(PKGS) && POLOS_CACHE_OFF=1 $(GO) test -count=1 -timeout 20m . ./executor/... ./client/... && POLOS_GROUP_COMMIT=1 $(GO) test -count=1 -timeout 20m .
 
 ## chaos: the fault suite and its table (FULL=1: full size; `make test` runs it at CI size)
-CHAOS_TESTS = TestKill9ExecutorsMidStep|TestChaos|TestRecordedDecisionsAlwaysMoveTheirRuns
+CHAOS_TESTS = TestKill9ExecutorsMidStep|TestChaos|TestRecordedDecisionsAlwaysMoveTheirRuns|TestShutdownHandsRunsOverAtOnce|TestFullDisk|TestAppendWaitsOut|TestGroupCommitWaitsOut
 chaos:
 	@rm -f $(BIN)/chaos.md; mkdir -p $(BIN)
-	POLOS_CHAOS_TABLE=$(abspath $(BIN))/chaos.md POLOS_CHAOS_FULL=$(if $(FULL),1,) $(GO) test -count=1 -timeout 60m -run '^($(CHAOS_TESTS))' .
+	POLOS_CHAOS_TABLE=$(abspath $(BIN))/chaos.md POLOS_CHAOS_FULL=$(if $(FULL),1,) $(GO) test -count=1 -timeout 60m -run '^($(CHAOS_TESTS))' . ./events ./embed ./cmd/polos
 	@echo; echo "| fault | runs | faults | in flight | lost | re-run | stuck | recovery p50 | p99 | note |"; echo "|---|---|---|---|---|---|---|---|---|---|"; cat $(BIN)/chaos.md
 
 ## demo: the offline demo end to end (scripted model, local sandbox, an approval)
