@@ -71,6 +71,10 @@ type Server struct {
 	Listen    string `yaml:"listen"`
 	HTTP      string `yaml:"http"`
 	Executors int    `yaml:"executors"`
+	// Replicas is how many copies of every stream, KV bucket and object
+	// store the server role provisions and keeps (1 on one machine, 3 on a
+	// cluster). polosd --replicas (POLOS_REPLICAS) overrides it.
+	Replicas int `yaml:"replicas"`
 	// SandboxLocalConfinement is how the local sandbox confines exec on this
 	// machine: "required" (default: confined, and polosd refuses to start
 	// where the kernel cannot) or "none" (unsafe: commands run unconfined as
@@ -283,6 +287,9 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 	}
 	if c.Namespace != "" && !idPattern.MatchString(c.Namespace) {
 		return invalid(file, child(root, "namespace"), "use letters, digits, _ and - only", "namespace %q is not a valid name", c.Namespace)
+	}
+	if c.Server.Replicas < 0 || c.Server.Replicas > 5 {
+		return invalid(file, child(child(root, "server"), "replicas"), "use 1 (one machine) or 3 or 5 (a cluster)", "server.replicas is %d", c.Server.Replicas)
 	}
 	if c.Server.Executors < 0 {
 		return invalid(file, child(child(root, "server"), "executors"), "use a positive number", "server.executors is %d", c.Server.Executors)

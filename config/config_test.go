@@ -10,7 +10,7 @@ import (
 )
 
 const full = `namespace: default
-server: {nats_url: "", data_dir: ./data, listen: 127.0.0.1:4222, http: 127.0.0.1:8080, executors: 4}
+server: {nats_url: "", data_dir: ./data, listen: 127.0.0.1:4222, http: 127.0.0.1:8080, executors: 4, replicas: 3}
 agents:
   - id: secure_coding_agent
     provider: anthropic
@@ -89,6 +89,7 @@ func TestErrors(t *testing.T) {
 		{"scripted without script", "agents:\n  - id: a\n    provider: scripted\n", `needs a script`},
 		{"syntax", "agents: [\n", `p.yaml:1: did not find expected node content`},
 		{"bad id", "agents:\n  - id: 'a b'\n    provider: openai\n", `p.yaml:2:9: agents[0]: id "a b" is not a valid name`},
+		{"bad replicas", "server:\n  replicas: 7\n", `p.yaml:2:13: server.replicas is 7 (fix: use 1 (one machine) or 3 or 5 (a cluster))`},
 		{"bad confinement", "server:\n  sandbox_local_confinement: off\n", `p.yaml:2:30: server.sandbox_local_confinement is "off"`},
 		{"tools not list", "agents:\n  - id: a\n    provider: openai\n    tools: exec\n", `p.yaml:4:12: agents[0].tools: expected a list`},
 	}

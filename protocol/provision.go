@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,43 +69,74 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 	}...)
 }
 
-// Provision creates or verifies every stream, KV bucket and the object
-// store, and the executor consumer of namespace ns. It is idempotent: on an
-// existing deployment with the same configuration it changes nothing. A
-// difference in a field the server can update is updated; one it cannot
-// (storage, retention) is reported as CodeDrift naming the field.
+// ProvisionOptions configure ProvisionWith.
+type ProvisionOptions struct {
+	// Replicas is how many copies of every stream, KV bucket and object
+	// store (1 on one server, typically 3 on a cluster). Existing assets
+	// with another count are scaled to it.
+	Replicas int
+	// OnChange, when set, is told of each asset provisioning changed to
+	// match (created assets are not reported).
+	OnChange func(asset, change string)
+}
+
+// Provision is ProvisionWith replicas and no change report.
 func Provision(ctx context.Context, js jetstream.JetStream, ns string, replicas int) error {
+	return ProvisionWith(ctx, js, ns, ProvisionOptions{Replicas: replicas})
+}
+
+// ProvisionWith creates or verifies every stream, KV bucket and the object
+// store, and the consumers of namespace ns. It is idempotent: on an
+// existing deployment with the same configuration it changes nothing. A
+// difference in a field the server can update (the replica count among
+// them, whoever created the asset) is updated and reported to OnChange;
+// one it cannot (storage, retention) is reported as CodeDrift naming the
+// field. Asking for more replicas than the cluster has servers is
+// CodeDrift with the fix, not a hang.
+func ProvisionWith(ctx context.Context, js jetstream.JetStream, ns string, o ProvisionOptions) error {
+	replicas := max(o.Replicas, 1)
+	report := o.OnChange
+	if report == nil {
+		report = func(string, string) {}
+	}
 	for _, want := range StreamConfigs(replicas) {
-		if err := ensureStream(ctx, js, want); err != nil {
+		if err := ensureStream(ctx, js, want, report); err != nil {
 			return err
 		}
 	}
 	for _, kv := range []jetstream.KeyValueConfig{
-		{Bucket: RunsKV, Description: "Polos run index (derived)", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: GrantsKV, Description: "Polos allow-always grants", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 5},
-		{Bucket: SessionsKV, Description: "Polos agent sessions", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: WorkflowsKV, Description: "Polos workflows and agents served", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: LeasesKV, Description: "Polos run ownership leases", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: WaitersKV, Description: "Polos runs waiting on event topics", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: SlotsKV, Description: "Polos queue concurrency slots", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: RatesKV, Description: "Polos rate-limit token buckets", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
-		{Bucket: BudgetsKV, Description: "Polos token and cost budgets", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), History: 1},
+		{Bucket: RunsKV, Description: "Polos run index (derived)", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: GrantsKV, Description: "Polos allow-always grants", Storage: jetstream.FileStorage, Replicas: replicas, History: 5},
+		{Bucket: SessionsKV, Description: "Polos agent sessions", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: WorkflowsKV, Description: "Polos workflows and agents served", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: LeasesKV, Description: "Polos run ownership leases", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: WaitersKV, Description: "Polos runs waiting on event topics", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: SlotsKV, Description: "Polos queue concurrency slots", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: RatesKV, Description: "Polos rate-limit token buckets", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
+		{Bucket: BudgetsKV, Description: "Polos token and cost budgets", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
 	} {
 		if _, err := js.KeyValue(ctx, kv.Bucket); err == nil {
+			if err := ensureReplicas(ctx, js, KVStream(kv.Bucket), replicas, report); err != nil {
+				return err
+			}
 			continue
 		} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return perr.Wrap(err, CodeDrift, "check the NATS server", "cannot look up KV bucket %s", kv.Bucket)
 		}
 		if _, err := js.CreateKeyValue(ctx, kv); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return perr.Wrap(err, CodeDrift, "check JetStream limits and permissions", "cannot create KV bucket %s", kv.Bucket)
+			return provisionErr(err, replicas, "KV bucket "+kv.Bucket)
 		}
 	}
-	if _, err := js.ObjectStore(ctx, BlobStore); err != nil {
+	if _, err := js.ObjectStore(ctx, BlobStore); err == nil {
+		if err := ensureReplicas(ctx, js, ObjectStream(BlobStore), replicas, report); err != nil {
+			return err
+		}
+	} else {
 		if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return perr.Wrap(err, CodeDrift, "check the NATS server", "cannot look up object store %s", BlobStore)
 		}
-		if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BlobStore, Description: "Polos large payloads by sha256", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return perr.Wrap(err, CodeDrift, "check JetStream limits and permissions", "cannot create object store %s", BlobStore)
+		if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BlobStore, Description: "Polos large payloads by sha256", Storage: jetstream.FileStorage, Replicas: replicas}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return provisionErr(err, replicas, "object store "+BlobStore)
 		}
 	}
 	if err := ensureConsumer(ctx, js, TasksStream, ExecutorConsumerConfig(ns)); err != nil {
@@ -115,6 +147,44 @@ func Provision(ctx context.Context, js jetstream.JetStream, ns string, replicas 
 			return err
 		}
 	}
+	return nil
+}
+
+// JetStream API error codes of a replica count the server cannot meet.
+const (
+	jsErrReplicasNotSupported = 10074 // replicas > 1 not supported in non-clustered mode
+	jsErrClusterNoPeers       = 10005 // no peers for placement
+)
+
+// provisionErr names a create or update that failed, and says how to fix
+// a replica count the server cannot meet.
+func provisionErr(err error, replicas int, asset string) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && replicas > 1 && (apiErr.ErrorCode == jsErrReplicasNotSupported || apiErr.ErrorCode == jsErrClusterNoPeers ||
+		strings.Contains(strings.ToLower(apiErr.Description), "replicas") || strings.Contains(strings.ToLower(apiErr.Description), "insufficient resources")) {
+		return perr.Wrap(err, CodeDrift, "set replicas (polos.yaml server.replicas or --replicas) to at most the number of JetStream servers in the cluster, or add servers",
+			"cannot give %s %d replicas", asset, replicas)
+	}
+	return perr.Wrap(err, CodeDrift, "check JetStream is enabled and has room", "cannot create or update %s", asset)
+}
+
+// ensureReplicas scales an existing stream (a KV bucket's, the object
+// store's) to replicas.
+func ensureReplicas(ctx context.Context, js jetstream.JetStream, stream string, replicas int, report func(asset, change string)) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return perr.Wrap(err, CodeDrift, "check the NATS server", "cannot look up stream %s", stream)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.Replicas == replicas {
+		return nil
+	}
+	change := fmt.Sprintf("replicas %d -> %d", cfg.Replicas, replicas)
+	cfg.Replicas = replicas
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return provisionErr(err, replicas, "stream "+stream)
+	}
+	report(stream, change)
 	return nil
 }
 
@@ -177,11 +247,11 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 	return nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, report func(asset, change string)) error {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := js.CreateStream(ctx, want); err != nil {
-			return perr.Wrap(err, CodeDrift, "check JetStream is enabled and has room", "cannot create stream %s", want.Name)
+			return provisionErr(err, want.Replicas, "stream "+want.Name)
 		}
 		return nil
 	}
@@ -199,9 +269,13 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	}
 	if diff := driftFields(got, want); diff != "" {
 		if _, err := js.UpdateStream(ctx, want); err != nil {
+			if want.Replicas > 1 && got.Replicas != want.Replicas {
+				return provisionErr(err, want.Replicas, "stream "+want.Name)
+			}
 			return perr.Wrap(err, CodeDrift, "update the stream by hand to match, or recreate it",
 				"stream %s differs from what Polos needs (%s) and could not be updated", want.Name, diff)
 		}
+		report(want.Name, diff)
 	}
 	return nil
 }
@@ -221,6 +295,7 @@ func driftFields(got, want jetstream.StreamConfig) string {
 	check("allow_atomic", got.AllowAtomicPublish, want.AllowAtomicPublish)
 	check("allow_msg_schedules", got.AllowMsgSchedules, want.AllowMsgSchedules)
 	check("max_age", got.MaxAge, want.MaxAge)
+	check("replicas", got.Replicas, want.Replicas)
 	if len(diffs) == 0 {
 		return ""
 	}

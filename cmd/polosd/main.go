@@ -53,7 +53,7 @@ func run(args []string) int {
 			&cli.StringFlag{Name: "nats-user", Usage: "NATS user", EnvVars: []string{"POLOS_NATS_USER"}},
 			&cli.StringFlag{Name: "nats-password", Usage: "NATS password", EnvVars: []string{"POLOS_NATS_PASSWORD"}},
 			&cli.StringFlag{Name: "nats-token", Usage: "NATS token", EnvVars: []string{"POLOS_NATS_TOKEN"}},
-			&cli.IntFlag{Name: "replicas", Usage: "stream replicas when provisioning a cluster", Value: app.DefaultReplicas, EnvVars: []string{"POLOS_REPLICAS"}},
+			&cli.IntFlag{Name: "replicas", Usage: "copies of every stream, KV bucket and object store, applied to existing ones too (default: polos.yaml server.replicas, else 1)", EnvVars: []string{"POLOS_REPLICAS"}},
 			&cli.StringFlag{Name: "api-key", Usage: "require Authorization: Bearer KEY on mutating HTTP endpoints", EnvVars: []string{"POLOS_API_KEY"}},
 			&cli.StringFlag{Name: "ready-file", Usage: "write JSON {nats_url, http_url, pid, ...} here once serving", EnvVars: []string{"POLOS_READY_FILE"}},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long in-flight steps get to finish on SIGTERM", Value: app.DefaultShutdownTimeout},

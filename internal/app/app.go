@@ -150,6 +150,9 @@ func (o *Options) Resolve() error {
 		o.Executors = config.DefaultExecutors
 	}
 	if o.Replicas <= 0 {
+		o.Replicas = c.Server.Replicas
+	}
+	if o.Replicas <= 0 {
 		o.Replicas = DefaultReplicas
 	}
 	if o.ShutdownTimeout <= 0 {
@@ -214,7 +217,8 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	if o.Role == RoleAll || o.Role == RoleServer {
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := protocol.Provision(pctx, d.js, o.Namespace, o.Replicas)
+		err := protocol.ProvisionWith(pctx, d.js, o.Namespace, protocol.ProvisionOptions{Replicas: o.Replicas,
+			OnChange: func(asset, change string) { log.Warn("provisioning changed an asset to match the configuration", "asset", asset, "change", change) }})
 		cancel()
 		if err != nil {
 			return nil, err
