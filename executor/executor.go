@@ -95,6 +95,7 @@ type Executor struct {
 		err  error
 	}
 	active   runners     // runs executing now (asked to yield at shutdown)
+	pulling  atomic.Bool // Run is pulling tasks (Ready)
 	renewals renewHealth // whether lease renewals reach the store
 	reported *onceSet    // what was logged already (damage, unknown workflows)
 	// storeLogged: store fault codes logged in the last
@@ -151,6 +152,21 @@ func (e *Executor) answerProbes() error {
 	return e.probes.err
 }
 
+// CodeNotPulling: the executor is not pulling tasks (starting, or stopped).
+const CodeNotPulling perr.Code = "EXECUTOR_NOT_PULLING"
+
+// Ready reports whether the executor is pulling tasks and its lease
+// renewals reach the store (what a readiness probe asks).
+func (e *Executor) Ready() error {
+	if !e.pulling.Load() {
+		return perr.New(CodeNotPulling, "wait for it to start, or read the log for why it stopped", "executor %s is not pulling tasks", e.opts.ID)
+	}
+	if failing, d, cause := e.renewals.failingFor(); failing {
+		return protocol.StoreError(cause, "executor %s: lease renewals have failed for %s", e.opts.ID, d.Round(time.Millisecond))
+	}
+	return nil
+}
+
 // Store exposes the executor's event store (tests inject faults through it).
 func (e *Executor) Store() *events.Store { return e.store }
 
@@ -188,6 +204,8 @@ func (e *Executor) Run(ctx context.Context) error {
 	if err != nil {
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull tasks")
 	}
+	e.pulling.Store(true)
+	defer e.pulling.Store(false)
 	go func() {
 		<-ctx.Done()
 		iter.Drain()

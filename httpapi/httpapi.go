@@ -31,6 +31,7 @@ import (
 
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/health"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/replay"
@@ -63,6 +64,11 @@ type Options struct {
 	// "http:<KeyName>" (default DefaultKeyName).
 	KeyName string
 	Logger  *slog.Logger
+	// Health, when set, are the readiness checks /readyz runs (package
+	// health); /healthz and /readyz need no key.
+	Health []health.Check
+	// Role names the polosd role in health answers.
+	Role string
 }
 
 // DefaultKeyName names the holder of polosd's generated HTTP API key.
@@ -83,7 +89,11 @@ func New(o Options) *Server {
 		o.KeyName = DefaultKeyName
 	}
 	s := &Server{o: o, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /healthz", s.health)
+	if o.Health != nil {
+		health.Mount(s.mux.HandleFunc, o.Role, o.Health)
+	} else {
+		s.mux.HandleFunc("GET /healthz", s.health)
+	}
 	s.mux.HandleFunc("GET /v1/workflows", s.auth(s.workflows))
 	s.mux.HandleFunc("GET /v1/runs", s.auth(s.list))
 	s.mux.HandleFunc("POST /v1/runs", s.auth(s.start))

@@ -29,6 +29,7 @@ import (
 	"github.com/polos-run/polos/embed"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/health"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/httpapi"
 	"github.com/polos-run/polos/index"
@@ -81,7 +82,7 @@ type Options struct {
 	NATSOptions []nats.Option // credentials etc. for NATSURL
 	DataDir     string
 	Listen      string
-	HTTP        string // "" or "off": no HTTP API
+	HTTP        string // "" or "off": no HTTP API. Roles executor and sandbox serve only /healthz and /readyz there, and only when it is given (not from the default)
 	Executors   int
 	APIKey      string
 	Replicas    int
@@ -96,7 +97,8 @@ type Options struct {
 	Logger          *slog.Logger
 	Out             io.Writer // startup lines; default os.Stdout
 	// Mount lets other packages add HTTP handlers (e.g. the approval UI).
-	Mount func(m Mounter, deps Deps)
+	Mount     func(m Mounter, deps Deps)
+	httpGiven bool // HTTP was passed, not defaulted (Resolve)
 }
 
 // Mounter is what Options.Mount receives.
@@ -123,6 +125,10 @@ type Ready struct {
 }
 
 // Resolve fills o from the config file and defaults, and checks it.
+//
+// (httpGiven records whether HTTP came from the caller: executor and
+// sandbox roles serve health endpoints only then, so that one started
+// next to a polosd does not take its default port.)
 func (o *Options) Resolve() error {
 	if o.Config == nil {
 		o.Config = config.Default()
@@ -140,6 +146,7 @@ func (o *Options) Resolve() error {
 	pick(&o.NATSURL, c.Server.NATSURL)
 	pick(&o.DataDir, c.Server.DataDir, config.DefaultDataDir)
 	pick(&o.Listen, c.Server.Listen, config.DefaultListen)
+	o.httpGiven = o.HTTP != "" && o.HTTP != "off"
 	pick(&o.HTTP, c.Server.HTTP, config.DefaultHTTP)
 	pick(&o.SandboxLocalConfinement, c.Server.SandboxLocalConfinement)
 	c.Server.SandboxLocalConfinement = o.SandboxLocalConfinement // what SandboxProviders reads
@@ -193,6 +200,7 @@ type Daemon struct {
 	host          *dispatch.Host
 	http          *http.Server
 	ready         Ready
+	execs         []*executor.Executor
 	execStop      context.CancelFunc
 	execWG        sync.WaitGroup
 	bgStop        context.CancelFunc // the reaper and the waker
@@ -218,7 +226,9 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if o.Role == RoleAll || o.Role == RoleServer {
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		err := protocol.ProvisionWith(pctx, d.js, o.Namespace, protocol.ProvisionOptions{Replicas: o.Replicas,
-			OnChange: func(asset, change string) { log.Warn("provisioning changed an asset to match the configuration", "asset", asset, "change", change) }})
+			OnChange: func(asset, change string) {
+				log.Warn("provisioning changed an asset to match the configuration", "asset", asset, "change", change)
+			}})
 		cancel()
 		if err != nil {
 			return nil, err
@@ -275,6 +285,7 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 			if err != nil {
 				return nil, err
 			}
+			d.execs = append(d.execs, ex)
 			d.execWG.Add(1)
 			go func() {
 				defer d.execWG.Done()
@@ -303,6 +314,11 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 			if err := d.startHTTP(reg, deps); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if (o.Role == RoleExecutor || o.Role == RoleSandbox) && o.httpGiven && o.HTTP != "" {
+		if err := d.startHealthHTTP(); err != nil {
+			return nil, err
 		}
 	}
 	if d.srv != nil {
@@ -384,21 +400,13 @@ func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
 		}
 		d.ready.HTTPKeyFile = st.HTTPKeyPath()
 	}
-	api := httpapi.New(httpapi.Options{Client: cl, Workflows: reg, APIKey: key, Logger: d.o.Logger})
+	api := httpapi.New(httpapi.Options{Client: cl, Workflows: reg, APIKey: key, Logger: d.o.Logger, Health: d.checks(), Role: d.o.Role})
 	if d.o.Mount != nil {
 		d.o.Mount(api, deps)
 	}
-	ln, err := net.Listen("tcp", d.o.HTTP)
-	if err != nil {
-		return perr.Wrap(err, CodeStartup, "pick another --http address (port 0 picks a free one), or --http off", "cannot listen for HTTP on %s", d.o.HTTP)
+	if err := d.serveHTTP(api); err != nil {
+		return err
 	}
-	d.http = &http.Server{Handler: api, ReadHeaderTimeout: httpReadHeaderTimeout}
-	go func() {
-		if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.o.Logger.Error("http server stopped", "err", err)
-		}
-	}()
-	d.ready.HTTPURL = "http://" + ln.Addr().String()
 	actx, cancel := context.WithCancel(context.Background())
 	d.approvalsStop = cancel
 	if err := d.startApprovals(actx, func(pattern string, h any) { api.Mount(pattern, h.(http.Handler)) }, d.ready.HTTPURL); err != nil {
@@ -410,6 +418,60 @@ func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
 	}
 	fmt.Fprintf(d.o.Out, "polosd: http %s (%s)\n", d.ready.HTTPURL, auth)
 	return nil
+}
+
+// serveHTTP listens on --http and serves h until Stop.
+func (d *Daemon) serveHTTP(h http.Handler) error {
+	ln, err := net.Listen("tcp", d.o.HTTP)
+	if err != nil {
+		return perr.Wrap(err, CodeStartup, "pick another --http address (port 0 picks a free one), or --http off", "cannot listen for HTTP on %s", d.o.HTTP)
+	}
+	d.http = &http.Server{Handler: h, ReadHeaderTimeout: httpReadHeaderTimeout}
+	go func() {
+		if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.o.Logger.Error("http server stopped", "err", err)
+		}
+	}()
+	d.ready.HTTPURL = "http://" + ln.Addr().String()
+	return nil
+}
+
+// startHealthHTTP serves only /healthz and /readyz (roles executor and
+// sandbox).
+func (d *Daemon) startHealthHTTP() error {
+	if err := d.serveHTTP(health.Handler(d.o.Role, d.checks())); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.o.Out, "polosd: http %s (health only: /healthz, /readyz)\n", d.ready.HTTPURL)
+	return nil
+}
+
+// checks are the readiness checks of this process's role: the NATS
+// connection; JetStream answering (not for a sandbox host, which may not
+// use it); the embedded store's health; each executor pulling with its
+// lease renewals landing.
+func (d *Daemon) checks() []health.Check {
+	checks := []health.Check{{Name: "nats", Run: func(context.Context) error {
+		if !d.nc.IsConnected() {
+			return perr.New(protocol.CodeStoreIO, "check the NATS server (--nats-url) and the network; polosd reconnects by itself", "not connected to NATS (%s)", d.nc.Status())
+		}
+		return nil
+	}}}
+	if d.o.Role != RoleSandbox {
+		checks = append(checks, health.Check{Name: "jetstream", Run: func(ctx context.Context) error {
+			if _, err := d.js.AccountInfo(ctx); err != nil {
+				return protocol.StoreError(perr.Wrap(err, protocol.CodeStoreIO, protocol.FixStoreUnavailable, "JetStream did not answer"), "JetStream did not answer")
+			}
+			return nil
+		}})
+	}
+	if d.srv != nil {
+		checks = append(checks, health.Check{Name: "store", Run: func(context.Context) error { return d.srv.StoreFault() }})
+	}
+	for _, ex := range d.execs {
+		checks = append(checks, health.Check{Name: "executor " + ex.ID(), Run: func(context.Context) error { return ex.Ready() }})
+	}
+	return checks
 }
 
 // externalCreds are the credentials for an external server: the options
