@@ -35,7 +35,7 @@ func (s KVSessions) Load(ctx context.Context, agent, session string) ([]llm.Mess
 	}
 	kv, err := s.JS.KeyValue(ctx, protocol.SessionsKV)
 	if err != nil {
-		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "sessions bucket unavailable")
+		return nil, protocol.Unavailable(err, events.CodeStoreIO, "sessions bucket unavailable")
 	}
 	e, err := kv.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -59,7 +59,7 @@ func (s KVSessions) Save(ctx context.Context, agent, session string, msgs []llm.
 	}
 	kv, err := s.JS.KeyValue(ctx, protocol.SessionsKV)
 	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "sessions bucket unavailable")
+		return protocol.Unavailable(err, events.CodeStoreIO, "sessions bucket unavailable")
 	}
 	b, _ := json.Marshal(msgs)
 	if _, err := kv.Put(ctx, k, b); err != nil {

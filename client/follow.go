@@ -203,7 +203,7 @@ func (c *Client) LastCursor(ctx context.Context) (Cursor, error) {
 	for p := 0; p < protocol.RunPartitions; p++ {
 		st, err := c.js.Stream(ctx, protocol.RunsStreamName(p))
 		if err != nil {
-			return cur, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run stream %s unavailable", protocol.RunsStreamName(p))
+			return cur, protocol.Unavailable(err, CodeUnreachable, "run stream %s unavailable", protocol.RunsStreamName(p))
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
@@ -220,7 +220,7 @@ func (c *Client) partitionFollower(ctx context.Context, stream, filter string, f
 	if newOnly {
 		st, err := c.js.Stream(ctx, stream)
 		if err != nil {
-			return nil, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "cannot follow run events in %s", stream)
+			return nil, protocol.Unavailable(err, CodeUnreachable, "cannot follow run events in %s", stream)
 		}
 		fromSeq = st.CachedInfo().State.LastSeq
 	}

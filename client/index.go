@@ -23,7 +23,7 @@ func (c *Client) ListRuns(ctx context.Context, f ListFilter) (index.Listing, err
 	}
 	l, err := index.List(ctx, c.js, c.ns, index.Filter{Status: f.Status, Agent: f.Agent, Limit: f.Limit}, c.Status)
 	if perr.CodeOf(err) == events.CodeStoreIO {
-		return l, perr.Wrap(err, CodeUnreachable, "start polosd once to provision the server", "run index unavailable")
+		return l, protocol.Unavailable(err, CodeUnreachable, "run index unavailable")
 	}
 	return l, err
 }

@@ -559,7 +559,7 @@ func (s *Store) blobStore(ctx context.Context) (jetstream.ObjectStore, error) {
 	}
 	obs, err := s.js.ObjectStore(ctx, protocol.BlobStore)
 	if err != nil {
-		return nil, perr.Wrap(err, CodeStoreIO, "run polosd once to provision the server", "object store %s unavailable", protocol.BlobStore)
+		return nil, protocol.Unavailable(err, CodeStoreIO, "object store %s unavailable", protocol.BlobStore)
 	}
 	s.blobs = obs
 	return obs, nil

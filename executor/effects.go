@@ -98,7 +98,7 @@ func (f *effects) TopicEventAfter(ctx context.Context, topic string, seq uint64)
 func (f *effects) RegisterWaiter(ctx context.Context, topic, runID string) error {
 	kv, err := f.js.KeyValue(ctx, protocol.WaitersKV)
 	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "run polosd once to provision the server", "waiters bucket unavailable")
+		return protocol.Unavailable(err, events.CodeStoreIO, "waiters bucket unavailable")
 	}
 	q, _ := json.Marshal(map[string]string{"queue": f.queue})
 	if _, err := kv.Put(ctx, protocol.WaiterKey(f.ns, topic, runID), q); err != nil {

@@ -180,7 +180,7 @@ func (e *Executor) ID() string { return e.opts.ID }
 func (e *Executor) Run(ctx context.Context) error {
 	cons, err := e.js.Consumer(ctx, protocol.TasksStream, protocol.ExecutorConsumer(e.opts.Namespace))
 	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "start polosd (it provisions the streams) or check --nats-url", "cannot open the task consumer")
+		return protocol.Unavailable(err, events.CodeStoreIO, "cannot open the task consumer")
 	}
 	// Liveness before work: a run this executor takes is never handed to
 	// another while it answers probes (lease.go).

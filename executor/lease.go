@@ -61,7 +61,7 @@ func (e *Executor) acquireLease(ctx context.Context, runID, queue string) (*leas
 	}
 	kv, err := e.js.KeyValue(ctx, protocol.LeasesKV)
 	if err != nil {
-		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "lease bucket unavailable")
+		return nil, protocol.Unavailable(err, events.CodeStoreIO, "lease bucket unavailable")
 	}
 	l := &lease{nc: e.nc, kv: kv, key: protocol.LeaseKey(e.opts.Namespace, runID), owner: e.opts.ID, queue: queue, health: &e.renewals}
 	// A compare-and-swap conflict is not proof of a rival: our own previous

@@ -85,7 +85,7 @@ type heldLease struct {
 func (r *Reaper) Run(ctx context.Context) error {
 	kv, err := r.js.KeyValue(ctx, protocol.LeasesKV)
 	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "lease bucket unavailable")
+		return protocol.Unavailable(err, events.CodeStoreIO, "lease bucket unavailable")
 	}
 	for ctx.Err() == nil {
 		if err := r.watch(ctx, kv); err != nil && ctx.Err() == nil {

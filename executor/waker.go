@@ -78,7 +78,7 @@ func (w *Waker) runPartition(ctx context.Context, p int) error {
 	stream, name := protocol.RunsStreamName(p), protocol.WakerConsumer(w.ns, p)
 	cons, err := w.js.Consumer(ctx, stream, name)
 	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "start polosd with the server role once (it provisions the consumers)", "cannot open the waker consumer %s", name)
+		return protocol.Unavailable(err, events.CodeStoreIO, "cannot open the waker consumer %s", name)
 	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(wakerPullExpiry))
 	if err != nil {

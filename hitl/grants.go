@@ -209,7 +209,7 @@ func NewGrants(ctx context.Context, js jetstream.JetStream, ns string) (*Grants,
 	}
 	kv, err := js.KeyValue(ctx, protocol.GrantsKV)
 	if err != nil {
-		return nil, perr.Wrap(err, CodeGrantStore, "start polosd once to provision the server", "grants bucket %s unavailable", protocol.GrantsKV)
+		return nil, protocol.Unavailable(err, CodeGrantStore, "grants bucket %s unavailable", protocol.GrantsKV)
 	}
 	return &Grants{kv: kv, ns: ns}, nil
 }

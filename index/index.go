@@ -105,7 +105,7 @@ type entry struct {
 func scan(ctx context.Context, js jetstream.JetStream, ns string) ([]entry, error) {
 	kv, err := js.KeyValue(ctx, protocol.RunsKV)
 	if err != nil {
-		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "run index %s unavailable", protocol.RunsKV)
+		return nil, protocol.Unavailable(err, events.CodeStoreIO, "run index %s unavailable", protocol.RunsKV)
 	}
 	w, err := kv.Watch(ctx, protocol.IndexFilter(ns), jetstream.IgnoreDeletes())
 	if err != nil {

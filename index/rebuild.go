@@ -202,7 +202,7 @@ func readHistories(ctx context.Context, js jetstream.JetStream, ns string, r *Re
 		stream := protocol.RunsStreamName(p)
 		cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{protocol.PartitionFilter(ns, p)}})
 		if err != nil {
-			return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "cannot read stream %s", stream)
+			return nil, protocol.Unavailable(err, events.CodeStoreIO, "cannot read stream %s", stream)
 		}
 		info, err := cons.Info(ctx)
 		if err != nil {
@@ -280,7 +280,7 @@ func Check(ctx context.Context, js jetstream.JetStream, ns string) (Health, erro
 	for p := 0; p < protocol.RunPartitions && !h.Histories; p++ {
 		st, err := js.Stream(ctx, protocol.RunsStreamName(p))
 		if err != nil {
-			return h, perr.Wrap(err, events.CodeStoreIO, "start polosd once to provision the server", "cannot read stream %s", protocol.RunsStreamName(p))
+			return h, protocol.Unavailable(err, events.CodeStoreIO, "cannot read stream %s", protocol.RunsStreamName(p))
 		}
 		_, err = st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(protocol.PartitionFilter(ns, p)))
 		switch {

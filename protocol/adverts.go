@@ -26,7 +26,7 @@ type WorkflowMeta struct {
 func Advertise(ctx context.Context, js jetstream.JetStream, ns string, metas []WorkflowMeta) error {
 	kv, err := js.KeyValue(ctx, WorkflowsKV)
 	if err != nil {
-		return perr.Wrap(err, CodeStoreIO, "start polosd once to provision the server", "workflows bucket unavailable")
+		return Unavailable(err, CodeStoreIO, "workflows bucket unavailable")
 	}
 	for _, m := range metas {
 		b, _ := json.Marshal(m)

@@ -169,3 +169,22 @@ func StoreError(err error, format string, args ...any) error {
 	}
 	return perr.Wrap(err, f.Code, f.Fix, format, args...)
 }
+
+// FixNotProvisioned is the fix when a Polos stream or bucket does not
+// exist where a process looked for it.
+const FixNotProvisioned = "start polosd with the server role once (it provisions the streams and buckets), or check that --nats-url and the credentials point at the right server and namespace"
+
+// Unavailable wraps err, met while opening or reading a Polos asset, in
+// code with a fix that says what is happening: the asset was never
+// provisioned, or the store has a fault (a leader election, a full disk,
+// ...: ClassifyStoreError), or the server did not answer.
+func Unavailable(err error, code perr.Code, format string, args ...any) error {
+	fix := FixStoreUnavailable
+	switch f, ok := ClassifyStoreError(err); {
+	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
+		fix = FixNotProvisioned
+	case ok:
+		fix = f.Fix
+	}
+	return perr.Wrap(err, code, fix, format, args...)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -153,4 +154,23 @@ func TestStoreRetry(t *testing.T) {
 			t.Fatalf("err %v after %d attempts", err, n)
 		}
 	})
+}
+
+func TestUnavailableSaysWhatIsHappening(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		fix  string
+	}{
+		{"never provisioned", jetstream.ErrBucketNotFound, "start polosd with the server role once"},
+		{"election", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream cluster not available"}, "leader election"},
+		{"no answer", context.DeadlineExceeded, "leader election"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := protocol.Unavailable(c.err, protocol.CodeStoreIO, "lease bucket unavailable")
+			if !strings.Contains(err.Error(), c.fix) || strings.Contains(err.Error(), "polosd once") {
+				t.Fatalf("fix of %v: %v", c.err, err)
+			}
+		})
+	}
 }

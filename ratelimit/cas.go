@@ -15,6 +15,7 @@ import (
 
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // Error codes.
@@ -92,7 +93,7 @@ func (l *lazyKV) get(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	kv, err := l.js.KeyValue(ctx, l.name)
 	if err != nil {
-		return nil, perr.Wrap(err, events.CodeStoreIO, "start polosd once (it provisions the KV buckets) or check --nats-url", "KV bucket %s unavailable", l.name)
+		return nil, protocol.Unavailable(err, events.CodeStoreIO, "KV bucket %s unavailable", l.name)
 	}
 	l.kv = kv
 	return kv, nil
