@@ -19,7 +19,7 @@ test:
 	$(GO) vet $(PKGS) && $(GO) test -count=1 -timeout 40m $(PKGS) && POLOS_CACHE_OFF=1 $(GO) test -count=1 -timeout 20m . ./executor/... ./client/... && POLOS_GROUP_COMMIT=1 $(GO) test -count=1 -timeout 20m .
 
 ## chaos: the fault suite and its table (FULL=1: full size; `make test` runs it at CI size)
-CHAOS_TESTS = TestKill9ExecutorsMidStep|TestChaos|TestRecordedDecisionsAlwaysMoveTheirRuns|TestShutdownHandsRunsOverAtOnce|TestFullDisk|TestAppendWaitsOut|TestGroupCommitWaitsOut
+CHAOS_TESTS = TestKill9ExecutorsMidStep|TestChaos|TestTenThousandClientCallsLeakNothing|TestRecordedDecisionsAlwaysMoveTheirRuns|TestShutdownHandsRunsOverAtOnce|TestFullDisk|TestAppendWaitsOut|TestGroupCommitWaitsOut
 chaos:
 	@rm -f $(BIN)/chaos.md; mkdir -p $(BIN)
 	POLOS_CHAOS_TABLE=$(abspath $(BIN))/chaos.md POLOS_CHAOS_FULL=$(if $(FULL),1,) $(GO) test -count=1 -timeout 60m -run '^($(CHAOS_TESTS))' . ./events ./embed ./cmd/polos

@@ -3,8 +3,10 @@ package polos_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/protocol"
 )
 
 // startWaker runs the waker polosd's server role runs, until cleanup.
@@ -303,4 +306,98 @@ func TestRunsStayOnTheirBuild(t *testing.T) {
 	if !strings.Contains(stuck[0].Stuck, `no live executor serves workflow "approve_v3_only"`) {
 		t.Fatalf("reason: %q", stuck[0].Stuck)
 	}
+}
+
+// consumerCounts is the consumer count of every stream Polos provisions.
+func consumerCounts(t *testing.T, h *harness) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	names := append(protocol.RunsStreams(), protocol.TasksStream, protocol.EventsStream, protocol.ObjectStream(protocol.BlobStore))
+	for _, b := range protocol.KVBuckets {
+		names = append(names, protocol.KVStream(b))
+	}
+	for _, n := range names {
+		s, err := h.srv.JS.Stream(context.Background(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n] = info.State.Consumers
+	}
+	return out
+}
+
+// TestTenThousandClientCallsLeakNothing: a soak of 10,000 client calls
+// (2,000 at CI size)
+// (starts, results, statuses, histories short and long, lists, events,
+// follows given up early) leaves every stream's consumer count where it
+// started and no goroutines behind.
+func TestTenThousandClientCallsLeakNothing(t *testing.T) {
+	reg := polos.NewRegistry()
+	polos.Register(reg, "many", func(ctx polos.Context, n int) (int, error) {
+		for i := 0; i < n; i++ {
+			if _, err := polos.Step(ctx, fmt.Sprint("s", i), func(context.Context, string) (int, error) { return i, nil }); err != nil {
+				return 0, err
+			}
+		}
+		return n, nil
+	})
+	h := newHarness(t, reg, 1)
+	long := h.start("many", 300) // over one direct-get batch: read through an ordered consumer
+	h.result(long)
+	ctx := context.Background()
+	before := consumerCounts(t, h)
+	goroutines := runtime.NumGoroutine()
+	calls := chaosSize(2_000, 0, 10_000, 0).runs // 10,000 with POLOS_CHAOS_FULL=1
+	n := 0
+	started := time.Now()
+	for n < calls {
+		id := h.start("many", 1)
+		n++
+		for _, call := range []func() error{
+			func() error { _, err := h.cl.Result(ctx, id); return err },
+			func() error { _, err := h.cl.Status(ctx, id); return err },
+			func() error { _, err := h.cl.History(ctx, id, 0); return err },
+			func() error { _, err := h.cl.History(ctx, long, 0); return err },
+			func() error { _, err := h.cl.Status(ctx, long); return err },
+			func() error { _, err := h.cl.List(ctx, client.ListFilter{Limit: 5}); return err },
+			func() error { return h.cl.PublishEvent(ctx, "soak", n) },
+			func() error {
+				fctx, cancel := context.WithTimeout(ctx, 2*time.Millisecond) // a follower that gives up
+				defer cancel()
+				err := h.cl.Follow(fctx, long, 0, func(events.Event) error { return nil })
+				if fctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+					return nil
+				}
+				return err
+			},
+			func() error { _, err := h.cl.Status(ctx, "run_unknown"); return ignoreNotFound(err) },
+		} {
+			if err := call(); err != nil {
+				t.Fatalf("call %d: %v", n, err)
+			}
+			n++
+		}
+	}
+	took := time.Since(started)
+	testutil.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if after := consumerCounts(t, h); fmt.Sprint(after) != fmt.Sprint(before) {
+			return fmt.Errorf("consumers before %v, after %v", before, after)
+		}
+		if g := runtime.NumGoroutine(); g > goroutines+10 {
+			return fmt.Errorf("%d goroutines before, %d after", goroutines, g)
+		}
+		return nil
+	})
+	t.Logf("%d client calls in %v (%.0f calls/s); consumer counts unchanged, goroutines %d -> %d", n, took.Round(time.Millisecond), float64(n)/took.Seconds(), goroutines, runtime.NumGoroutine())
+}
+
+func ignoreNotFound(err error) error {
+	if perr.CodeOf(err) == events.CodeRunNotFound {
+		return nil
+	}
+	return err
 }

@@ -467,13 +467,15 @@ func (s *Store) RawHistory(ctx context.Context, runID string) ([]StoredMsg, erro
 func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) ([]Event, error) {
 	stream := s.StreamOf(runID)
 	c, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.RunFilter(runID)},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    afterSeq + 1,
+		FilterSubjects:    []string{s.RunFilter(runID)},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       afterSeq + 1,
+		InactiveThreshold: protocol.DefaultReaderInactive,
 	})
 	if err != nil {
 		return nil, perr.Wrap(err, CodeStoreIO, "", "cannot read run %s", runID)
 	}
+	defer protocol.DropConsumer(s.js, stream, c)
 	info, err := c.Info(ctx)
 	if err != nil {
 		return nil, perr.Wrap(err, CodeStoreIO, "", "cannot read run %s", runID)

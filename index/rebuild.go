@@ -200,10 +200,11 @@ func readHistories(ctx context.Context, js jetstream.JetStream, ns string, r *Re
 	hists := map[string][]events.Event{}
 	for p := 0; p < protocol.RunPartitions; p++ {
 		stream := protocol.RunsStreamName(p)
-		cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{protocol.PartitionFilter(ns, p)}})
+		cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{protocol.PartitionFilter(ns, p)}, InactiveThreshold: protocol.DefaultReaderInactive})
 		if err != nil {
 			return nil, protocol.Unavailable(err, events.CodeStoreIO, "cannot read stream %s", stream)
 		}
+		defer protocol.DropConsumer(js, stream, cons)
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return nil, perr.Wrap(err, events.CodeStoreIO, "", "cannot read stream %s", stream)

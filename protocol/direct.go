@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/internal/perr"
 )
@@ -21,7 +22,8 @@ import (
 // anything, and it creates nothing on the server, so a reader that dies
 // leaks nothing.
 
-// DefaultDirectTimeout bounds one direct get when ctx has no deadline.
+// DefaultDirectTimeout bounds one direct get (a lost reply costs at most
+// this, even under a longer ctx deadline).
 const DefaultDirectTimeout = 10 * time.Second
 
 // directGetRequest is the JetStream direct-get API request body.
@@ -160,7 +162,8 @@ func (r *DirectReader) batchOnce(ctx context.Context, stream, filter string, fro
 		case <-ctx.Done():
 			return nil, 0, perr.Wrap(ctx.Err(), CodeStoreIO, "", "reading %s cancelled", stream)
 		case <-timer.C:
-			return nil, 0, perr.New(CodeStoreIO, "check that the NATS server is up (polosd running?) and that this identity may read "+stream,
+			// errors.Is(err, context.DeadlineExceeded) holds, as for ctx.
+			return nil, 0, perr.Wrap(context.DeadlineExceeded, CodeStoreIO, "check that the NATS server is up (polosd running?) and that this identity may read "+stream,
 				"reading %s timed out", stream)
 		}
 		switch status := m.Header.Get("Status"); status {
@@ -188,9 +191,9 @@ func (r *DirectReader) batchOnce(ctx context.Context, stream, filter string, fro
 // found is false when there is none.
 func (r *DirectReader) Last(ctx context.Context, stream, subject string) (Stored, bool, error) {
 	req, _ := json.Marshal(directGetRequest{LastBySubj: subject})
-	timeout := DefaultDirectTimeout
+	timeout := DefaultDirectTimeout // a lost reply costs at most this, whatever ctx allows
 	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+		timeout = min(timeout, time.Until(d))
 	}
 	m, err := r.nc.Request(DirectGetSubject(stream), req, timeout)
 	if err != nil {
@@ -250,4 +253,26 @@ func (r *DirectReader) ReadObject(ctx context.Context, bucket, name string) (dat
 		return nil, true, perr.New(CodeStoreIO, "restore the object store from backup", "object %s of %s is incomplete or damaged (%d of %d bytes)", name, bucket, len(data), info.Size)
 	}
 	return data, true, nil
+}
+
+// DefaultReaderInactive is how long an ordered consumer a reader created
+// outlives a reader that died without deleting it (OrderedConsumerConfig
+// InactiveThreshold): readers delete theirs when done (DropConsumer), so
+// the consumer count of a stream stays where it was.
+const DefaultReaderInactive = 10 * time.Second
+
+// DropConsumer deletes consumer c of stream when a reader is done with it,
+// with a short deadline of its own (the reader's context may have ended);
+// a failure leaves the consumer to DefaultReaderInactive.
+func DropConsumer(js jetstream.JetStream, stream string, c jetstream.Consumer) {
+	if c == nil {
+		return
+	}
+	info := c.CachedInfo()
+	if info == nil || info.Name == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultProbeTimeout*4)
+	defer cancel()
+	_ = js.DeleteConsumer(ctx, stream, info.Name)
 }
