@@ -220,7 +220,7 @@ func (c *Client) Start(ctx context.Context, workflow string, input any, o StartO
 		}
 	}
 	created := true
-	if _, err := c.store.Append(ctx, id, 0, ev); err != nil {
+	if _, err := c.store.Append(ctx, id, events.Tip{}, ev); err != nil {
 		if perr.CodeOf(err) != events.CodeRunExists {
 			return "", false, err
 		}

@@ -64,7 +64,11 @@ type Summary struct {
 	Session   string          `json:"session,omitempty"`
 	Queue     string          `json:"queue,omitempty"`
 	LastSeq   uint64          `json:"last_seq"`
-	Events    int             `json:"events"`
+	// LastDigest is the digest of the message at LastSeq: with it the run
+	// index records the history's tip, and a reader finds a history that
+	// lost its tail or reused a sequence (CheckIndex).
+	LastDigest string `json:"last_digest,omitempty"`
+	Events     int    `json:"events"`
 	// ExecUnconfined: a sandbox of this run runs commands unconfined on
 	// its host (an AnnotationExecUnconfined was recorded).
 	ExecUnconfined bool `json:"exec_unconfined,omitempty"`
@@ -98,7 +102,7 @@ func Summarize(hist []Event) Summary {
 	s.Status = StatusRunning
 	last := hist[len(hist)-1]
 	s.UpdatedAt = last.At()
-	s.LastSeq = last.Seq
+	s.LastSeq, s.LastDigest = last.Seq, last.Digest
 	s.Events = len(hist)
 
 	resolved := map[string]bool{}  // suspend keys with a resumed event

@@ -118,7 +118,7 @@ func (e *Executor) cancelDamaged(ctx context.Context, runID string, hist []event
 			}
 		}
 		ev := &events.Event{Type: events.RunCancelled, Attrs: map[string]string{"damaged_seq": strconv.FormatUint(first[0].Seq, 10)}}
-		_, err := e.store.Append(ctx, runID, hist[len(hist)-1].Seq, ev)
+		_, err := e.store.Append(ctx, runID, events.TipOf(hist), ev)
 		if err == nil {
 			return ev, append(hist, *ev), nil
 		}

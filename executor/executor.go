@@ -340,7 +340,7 @@ func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, e
 	if slot != nil {
 		defer func() { hist = e.releaseSlot(ctx, runID, slot, hist, false) }()
 	}
-	j := &journal{store: e.store, runID: runID, last: hist[len(hist)-1].Seq, vet: vet}
+	j := &journal{store: e.store, runID: runID, last: events.TipOf(hist), vet: vet}
 	fx := &effects{store: e.store, js: e.js, ns: e.opts.Namespace, queue: hist[0].Attr("queue")}
 	r, err := replay.NewRunner(hist, j, fx)
 	if err != nil {
@@ -458,21 +458,21 @@ func (e *Executor) history(ctx context.Context, runID string) ([]events.Event, e
 type journal struct {
 	store *events.Store
 	runID string
-	last  uint64
+	last  events.Tip     // the last message of the run this journal has seen or written
 	vet   *events.Vetter // has seen the history up to last
 }
 
 func (j *journal) Append(ctx context.Context, ev *events.Event) (uint64, error) {
 	seq, err := j.store.Append(ctx, j.runID, j.last, ev)
 	if err == nil {
-		j.last = seq
+		j.last = events.TipOfEvent(ev)
 		j.vet.Check(events.Expand(*ev))
 	}
 	return seq, err
 }
 
 func (j *journal) Refresh(ctx context.Context) ([]events.Event, error) {
-	evs, err := j.store.Load(ctx, j.runID, j.last)
+	evs, err := j.store.Load(ctx, j.runID, j.last.Seq)
 	if err != nil || len(evs) == 0 {
 		return evs, err
 	}
@@ -487,7 +487,7 @@ func (j *journal) Refresh(ctx context.Context) ([]events.Event, error) {
 		}
 		i += n
 	}
-	j.last = evs[len(evs)-1].Seq
+	j.last = events.TipOf(evs)
 	return evs, nil
 }
 
