@@ -101,9 +101,16 @@ func (v *Vetter) Check(msg []Event) []Event {
 	}
 	wasChained := v.chained
 	v.chained = v.chained || own.Chained()
+	var brk *Break
+	if !skipLink {
+		brk = CheckLink(prevTip, wasChained, own)
+	}
 	reason := ""
 	maxPos := v.maxPos
 	for _, e := range msg {
+		if brk != nil {
+			break // the link says more than the rules below
+		}
 		switch {
 		case e.Type == RunStarted && !first && v.startAt > 0:
 			reason = fmt.Sprintf("a second run_started (the run started at seq %d)", v.startAt)
@@ -122,16 +129,15 @@ func (v *Vetter) Check(msg []Event) []Event {
 			maxPos = 0
 		}
 	}
-	if prev, dup := v.digests[own.Digest]; reason == "" && dup && own.Digest != "" && prev != own.Seq {
+	if prev, dup := v.digests[own.Digest]; reason == "" && brk == nil && dup && own.Digest != "" && prev != own.Seq {
 		reason = fmt.Sprintf("a copy of the message at seq %d", prev)
-	}
-	var brk *Break
-	if reason == "" && !skipLink {
-		brk = CheckLink(prevTip, wasChained, own)
 	}
 	if reason != "" || brk != nil {
 		var u Event
 		if brk != nil {
+			// A lost message may have claimed a position: positions are
+			// unknown from here on, as after unreadable bytes.
+			v.blind = true
 			u = unreadable(own.RunID, own.Seq, own.Time, CodeHistoryBroken,
 				perr.New(CodeHistoryBroken, "restore stream "+protocol.RunsStreamOf(own.RunID)+" from a backup, or end the run with `polos cancel "+own.RunID+"`",
 					"the chain breaks at seq %d: %s", own.Seq, brk.Reason).Error())
