@@ -121,7 +121,11 @@ func TestVetChecksTheChain(t *testing.T) {
 	}{
 		{"changed message", func() []events.Event { h := chained(start, step(1), step(2)); h[1].Digest = "changed"; return h }, 5, "the message at seq 3 has digest changed"},
 		{"lost message", func() []events.Event { h := chained(start, step(1), step(2), step(3)); return append(h[:2], h[3]) }, 7, "a gap: the message follows seq 5"},
-		{"reordered", func() []events.Event { h := chained(start, step(1), step(2), step(3)); h[2], h[3] = h[3], h[2]; return h }, 7, "follows seq 5"},
+		{"reordered", func() []events.Event {
+			h := chained(start, step(1), step(2), step(3))
+			h[2], h[3] = h[3], h[2]
+			return h
+		}, 7, "follows seq 5"},
 		{"unchained after chained", func() []events.Event {
 			h := chained(start, step(1), step(2))
 			h[2].PrevSeq, h[2].Prev = 0, ""
