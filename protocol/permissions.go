@@ -91,6 +91,14 @@ func polosStreams() []string {
 	return out
 }
 
+// readableStreams are the streams readers (operator, observer) may read
+// with direct gets: the run histories, the blobs they reference, and the
+// run index derived from them (read by `polos verify` and `polos status`
+// to find a history that lost messages the index recorded).
+func readableStreams() []string {
+	return append(RunsStreams(), ObjectStream(BlobStore), KVStream(RunsKV))
+}
+
 // readerSubscriptions are the core subjects readers may subscribe to: run
 // events and live deltas. The namespace token is a wildcard so that the
 // documented `nats sub 'polos.*.run.*.*.suspended'` works; the account of
@@ -131,7 +139,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 			PubAllow: []string{ControlIdentityFilter(ns, identity), jsAPI + "INFO"},
 			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
-		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
+		for _, s := range readableStreams() {
 			p.PubAllow = append(p.PubAllow, jsRead(s)...)
 		}
 		return p.normal()
@@ -140,7 +148,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 			PubAllow: []string{jsAPI + "INFO"},
 			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
-		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
+		for _, s := range readableStreams() {
 			p.PubAllow = append(p.PubAllow, jsRead(s)...)
 		}
 		return p.normal()
