@@ -18,6 +18,7 @@ import (
 
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/index"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
@@ -335,7 +336,13 @@ func notFound(id string) error {
 	return perr.New(events.CodeRunNotFound, "list runs with `polos list`", "run %s does not exist", id)
 }
 
-// Status derives the run's summary from its history.
+// Status derives the run's summary from its history. A run whose history
+// did not end is compared with its run index entry: when the index
+// recorded more than the history holds (a final status, a later sequence,
+// another digest at its sequence: events.CheckIndex), the history lost
+// messages, and the run is reported damaged rather than running (a
+// completed run never silently reverts). The index is derived: when it
+// cannot be read, the summary is the history's alone.
 func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) {
 	hist, err := c.History(ctx, id, 0)
 	if err != nil {
@@ -343,7 +350,32 @@ func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) 
 	}
 	s := events.Summarize(hist)
 	s.Namespace = c.ns
+	if events.IsFinal(s.Status) {
+		return s, nil
+	}
+	idx, found, err := index.Get(ctx, c.store.Reader(), c.ns, id)
+	if err != nil || !found {
+		return s, nil
+	}
+	why := checkIndex(idx, hist)
+	if why != "" {
+		// The entry was read after the history: the run may have moved on
+		// in between. Read the history again, now after the entry.
+		if hist, err = c.History(ctx, id, 0); err != nil {
+			return events.Summary{}, err
+		}
+		s = events.Summarize(hist)
+		s.Namespace = c.ns
+		why = checkIndex(idx, hist)
+	}
+	if why != "" {
+		s.AddDamage(indexDamage(id, idx, why))
+	}
 	return s, nil
+}
+
+func checkIndex(idx events.Summary, hist []events.Event) string {
+	return events.CheckIndex(events.IndexView{Status: idx.Status, LastSeq: idx.LastSeq, LastDigest: idx.LastDigest}, events.ViewOf(hist, idx.LastSeq))
 }
 
 // Result waits until the run ends (or ctx is done) and returns its summary.

@@ -168,12 +168,30 @@ func Summarize(hist []Event) Summary {
 	} else if s.Status != StatusRunning {
 		s.Waiting = nil
 	}
-	if s.Damage, s.DamagedMessages = Damages(hist); s.DamagedMessages > 0 && !IsFinal(s.Status) {
+	s.Damage, s.DamagedMessages = Damages(hist)
+	s.markDamaged()
+	return s
+}
+
+// markDamaged sets status damaged (and the error saying what to do) when
+// the summary reports damage and the run did not end.
+func (s *Summary) markDamaged() {
+	if s.DamagedMessages > 0 && !IsFinal(s.Status) {
 		s.Status, s.Waiting = StatusDamaged, nil
 		err := DamagedError(s.ID, s.Damage, s.DamagedMessages)
 		s.Error = &ErrorInfo{Code: string(err.Code), Message: err.Error()}
 	}
-	return s
+}
+
+// AddDamage adds damage found outside the history (the run index recorded
+// messages the history no longer holds: CheckIndex) and marks the run
+// damaged unless it ended.
+func (s *Summary) AddDamage(d Damage) {
+	if len(s.Damage) < MaxReportedDamage {
+		s.Damage = append(s.Damage, d)
+	}
+	s.DamagedMessages++
+	s.markDamaged()
 }
 
 func operatorForm(e Event) json.RawMessage {
