@@ -151,6 +151,7 @@ func App(s IO) *cli.App {
 			cancelCommand(s),
 			historyCommand(s),
 			indexCommand(s),
+			verifyCommand(s),
 			policycmd.Command(),
 			budgetcmd.Command(),
 			grantscmd.Command(),
