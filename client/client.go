@@ -357,7 +357,7 @@ func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) 
 	if err != nil || !found {
 		return s, nil
 	}
-	why := checkIndex(idx, hist)
+	why := events.IndexMismatch(idx, hist)
 	if why != "" {
 		// The entry was read after the history: the run may have moved on
 		// in between. Read the history again, now after the entry.
@@ -366,7 +366,7 @@ func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) 
 		}
 		s = events.Summarize(hist)
 		s.Namespace = c.ns
-		why = checkIndex(idx, hist)
+		why = events.IndexMismatch(idx, hist)
 	}
 	if why != "" {
 		s.AddDamage(indexDamage(id, idx, why))
@@ -374,9 +374,6 @@ func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) 
 	return s, nil
 }
 
-func checkIndex(idx events.Summary, hist []events.Event) string {
-	return events.CheckIndex(events.IndexView{Status: idx.Status, LastSeq: idx.LastSeq, LastDigest: idx.LastDigest}, events.ViewOf(hist, idx.LastSeq))
-}
 
 // Result waits until the run ends (or ctx is done) and returns its summary.
 //

@@ -151,6 +151,12 @@ func CheckIndex(idx IndexView, h HistoryView) string {
 	return ""
 }
 
+// IndexMismatch is CheckIndex of a run index entry (a summary) and a full
+// history.
+func IndexMismatch(idx Summary, hist []Event) string {
+	return CheckIndex(IndexView{Status: idx.Status, LastSeq: idx.LastSeq, LastDigest: idx.LastDigest}, ViewOf(hist, idx.LastSeq))
+}
+
 // ViewOf is the HistoryView of a full history for an index entry that
 // recorded atSeq.
 func ViewOf(hist []Event, atSeq uint64) HistoryView {

@@ -316,6 +316,7 @@ func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, e
 		return replay.Outcome{}, err
 	}
 	defer l.release()
+	cold := e.cache.get(runID) == nil
 	hist, err := e.history(ctx, runID)
 	if err != nil {
 		return replay.Outcome{}, err
@@ -326,6 +327,21 @@ func (e *Executor) Advance(ctx context.Context, runID string) (replay.Outcome, e
 	vet := new(events.Vetter)
 	if hist = vet.Vet(hist); isDamaged(hist) {
 		return e.damaged(ctx, runID, hist)
+	}
+	if cold {
+		checked, err := e.checkIndex(ctx, runID, hist)
+		if err != nil {
+			return replay.Outcome{}, err
+		}
+		if len(checked) == 0 {
+			return replay.Outcome{}, perr.New(events.CodeRunNotFound, "", "run %s has no history", runID)
+		}
+		if &checked[0] != &hist[0] { // read again: vet what was read
+			vet = new(events.Vetter)
+			if hist = vet.Vet(checked); isDamaged(hist) {
+				return e.damaged(ctx, runID, hist)
+			}
+		}
 	}
 	name := hist[0].Attr("workflow")
 	wf, ok := e.reg.Lookup(name)
