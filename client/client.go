@@ -374,7 +374,6 @@ func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) 
 	return s, nil
 }
 
-
 // Result waits until the run ends (or ctx is done) and returns its summary.
 //
 // It waits on an ordered consumer of the run's terminal subjects starting
