@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,5 +143,72 @@ func TestVerifyFindsDamagedFiles(t *testing.T) {
 	var sum events.Summary
 	if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Status != events.StatusDamaged || len(sum.Damage) != 1 || sum.Damage[0].Code != string(events.CodeHistoryBroken) {
 		t.Fatalf("status of the truncated completed run: exit %d %v\n%s", code, err, out)
+	}
+}
+
+// TestVerifyFindsAFlippedByte: a byte flipped inside a middle message of a
+// run's history (found in the block file by its stored bytes) makes the
+// server fail that message's checksum and skip it; verify --all reports
+// exactly that sequence as a message the stream cannot return, and the
+// run's chain breaks at the next message, naming the lost one.
+func TestVerifyFindsAFlippedByte(t *testing.T) {
+	dir := t.TempDir()
+	srv := testutil.StartServerIn(t, dir)
+	ctx := context.Background()
+	st, _ := events.NewStore(srv.NC, srv.JS, "default", "exec-1")
+	const id = "run_flip"
+	evs := []*events.Event{{Type: events.RunStarted, Attrs: map[string]string{"workflow": "w", "queue": "w"}}}
+	for p := 1; p <= 4; p++ {
+		evs = append(evs, &events.Event{Type: events.StepStarted, Pos: p, Name: "s"})
+	}
+	writeRun(t, st, srv.JS, id, evs...)
+	victim, next := evs[2], evs[3]
+	raw, err := st.RawHistory(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []byte
+	for _, m := range raw {
+		if m.Seq == victim.Seq {
+			stored = m.Data
+		}
+	}
+	stream := protocol.RunsStreamOf(id)
+	srv.Stop()
+	blk := testutil.LastBlock(t, dir, stream)
+	file, err := os.ReadFile(blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(file, stored)
+	if at < 0 || len(stored) == 0 {
+		t.Fatalf("message at seq %d not found in %s", victim.Seq, blk)
+	}
+	testutil.FlipByte(t, blk, int64(at+len(stored)/2))
+	srv = testutil.StartServerIn(t, dir)
+
+	var out bytes.Buffer
+	code := Main([]string{"polos", "verify", "--all", "-o", "json", "--server", srv.ClientURL(), "--creds", srv.CredsFile("operator")}, IO{Out: &out, Err: &out})
+	var r client.VerifyReport
+	if err := json.Unmarshal(out.Bytes(), &r); code != ExitRunFailed || err != nil {
+		t.Fatalf("exit %d %v: %s", code, err, out.String())
+	}
+	if r.Unreadable[stream] != 1 || len(r.Problems) != 2 {
+		t.Fatalf("want 1 unreadable message and 2 problems: %s", out.String())
+	}
+	var chainBreak *client.Problem
+	for i, p := range r.Problems {
+		switch p.Run {
+		case "?":
+			if p.Seq != victim.Seq || p.Stream != stream {
+				t.Fatalf("unreadable message reported at %d of %s, want %d: %+v", p.Seq, p.Stream, victim.Seq, p)
+			}
+		case id:
+			chainBreak = &r.Problems[i]
+		}
+	}
+	if chainBreak == nil || chainBreak.Seq != next.Seq || chainBreak.Chain == nil || chainBreak.Chain.NamedSeq != victim.Seq ||
+		chainBreak.Chain.NamedDigest != victim.Digest || chainBreak.Chain.HistorySeq != evs[1].Seq || !strings.Contains(chainBreak.Reason, "a gap") {
+		t.Fatalf("want the chain to break at seq %d naming seq %d (%s): %+v", next.Seq, victim.Seq, victim.Digest, chainBreak)
 	}
 }
