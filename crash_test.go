@@ -253,6 +253,16 @@ func (r *crashRig) verify() (hists [][]events.Event, uncertainTotal int) {
 			t.Fatalf("run %s completed %d times", id, count(hist, events.RunCompleted))
 		}
 	}
+	// Every history verifies: chain, index tip, streams (polos verify --all).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := r.cl.VerifyAll(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Fatalf("histories do not verify after the faults: %+v", rep)
+	}
 	return hists, uncertainTotal
 }
 

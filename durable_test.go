@@ -654,7 +654,7 @@ func TestStepInFlightAtCrashIsUncertainThenRerunWithSameKey(t *testing.T) {
 		id, _, _ := h.cl.Start(ctx, wf, nil, clientStartOpts())
 		// A dead executor had started the step: history ends in step_started.
 		dead := h.cl.Store().WithWriter("dead-executor")
-		last, _ := dead.LastSeq(ctx, id)
+		last, _ := dead.TipOf(ctx, id)
 		if _, err := dead.Append(ctx, id, last, &events.Event{Type: events.StepStarted, Pos: 1, Name: "charge", Attempt: 1, Key: id + ":1"}); err != nil {
 			t.Fatal(err)
 		}

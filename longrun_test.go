@@ -34,16 +34,19 @@ func TestLongRunReplays50kEvents(t *testing.T) {
 	}
 	st, _ := events.NewStore(nc, js, "default", "writer")
 	in, _ := json.Marshal(steps + 1)
-	seq, err := st.Append(ctx, "long", 0, &events.Event{Type: events.RunStarted, Data: in, Attrs: map[string]string{"workflow": "long", "queue": "long"}})
+	prev := &events.Event{Type: events.RunStarted, Data: in, Attrs: map[string]string{"workflow": "long", "queue": "long"}}
+	_, err = st.Append(ctx, "long", events.Tip{}, prev)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
 	for i := 1; i <= steps; i++ {
 		d, _ := json.Marshal(i)
-		if seq, err = st.Append(ctx, "long", seq, &events.Event{Type: events.StepCompleted, Pos: i, Name: "s", Attempt: 1, Data: d}); err != nil {
+		ev := &events.Event{Type: events.StepCompleted, Pos: i, Name: "s", Attempt: 1, Data: d}
+		if _, err = st.Append(ctx, "long", events.TipOfEvent(prev), ev); err != nil {
 			t.Fatal(err)
 		}
+		prev = ev
 	}
 	t.Logf("wrote %d events in %s", steps+1, time.Since(t0))
 	reg := polos.NewRegistry()

@@ -346,18 +346,20 @@ func concurrentRuns(ctx context.Context, cl *client.Client, sz Sizes) ([]string,
 func writeHistory(ctx context.Context, st *events.Store, runID string, n int) error {
 	steps := n - 2
 	in, _ := json.Marshal(map[string]any{"N": steps, "Idempotent": true})
-	seq, err := st.Append(ctx, runID, 0, &events.Event{Type: events.RunStarted, Data: in, Attrs: map[string]string{"workflow": "steps", "queue": "steps"}})
-	if err != nil {
+	ev := &events.Event{Type: events.RunStarted, Data: in, Attrs: map[string]string{"workflow": "steps", "queue": "steps"}}
+	if _, err := st.Append(ctx, runID, events.Tip{}, ev); err != nil {
 		return err
 	}
 	for i := 0; i < steps; i++ {
 		d, _ := json.Marshal(i)
-		if seq, err = st.Append(ctx, runID, seq, &events.Event{Type: events.StepCompleted, Pos: i + 1, Name: "noop", Attempt: 1, Data: d}); err != nil {
+		next := &events.Event{Type: events.StepCompleted, Pos: i + 1, Name: "noop", Attempt: 1, Data: d}
+		if _, err := st.Append(ctx, runID, events.TipOfEvent(ev), next); err != nil {
 			return err
 		}
+		ev = next
 	}
 	out, _ := json.Marshal(steps)
-	_, err = st.Append(ctx, runID, seq, &events.Event{Type: events.RunCompleted, Data: out})
+	_, err := st.Append(ctx, runID, events.TipOfEvent(ev), &events.Event{Type: events.RunCompleted, Data: out})
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
+	"github.com/polos-run/polos/index"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
@@ -236,7 +237,7 @@ func (c *Client) Start(ctx context.Context, workflow string, input any, o StartO
 		}
 	}
 	created := true
-	if _, err := c.store.Append(ctx, id, 0, ev); err != nil {
+	if _, err := c.store.Append(ctx, id, events.Tip{}, ev); err != nil {
 		if perr.CodeOf(err) != events.CodeRunExists {
 			return "", false, err
 		}
@@ -351,7 +352,13 @@ func notFound(id string) error {
 	return perr.New(events.CodeRunNotFound, "list runs with `polos list`", "run %s does not exist", id)
 }
 
-// Status derives the run's summary from its history.
+// Status derives the run's summary from its history. A run whose history
+// did not end is compared with its run index entry: when the index
+// recorded more than the history holds (a final status, a later sequence,
+// another digest at its sequence: events.CheckIndex), the history lost
+// messages, and the run is reported damaged rather than running (a
+// completed run never silently reverts). The index is derived: when it
+// cannot be read, the summary is the history's alone.
 func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) {
 	hist, err := c.History(ctx, id, 0)
 	if err != nil {
@@ -359,6 +366,27 @@ func (c *Client) Status(ctx context.Context, id string) (events.Summary, error) 
 	}
 	s := events.Summarize(hist)
 	s.Namespace = c.ns
+	if events.IsFinal(s.Status) {
+		return s, nil
+	}
+	idx, found, err := index.Get(ctx, c.store.Reader(), c.ns, id)
+	if err != nil || !found {
+		return s, nil
+	}
+	why := events.IndexMismatch(idx, hist)
+	if why != "" {
+		// The entry was read after the history: the run may have moved on
+		// in between. Read the history again, now after the entry.
+		if hist, err = c.History(ctx, id, 0); err != nil {
+			return events.Summary{}, err
+		}
+		s = events.Summarize(hist)
+		s.Namespace = c.ns
+		why = events.IndexMismatch(idx, hist)
+	}
+	if why != "" {
+		s.AddDamage(indexDamage(id, idx, why))
+	}
 	return s, nil
 }
 

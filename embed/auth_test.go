@@ -142,6 +142,7 @@ func TestRolePermissions(t *testing.T) {
 		},
 		protocol.RoleOperator: {
 			{name: "read a run stream", allow: true, do: streamInfo(protocol.RunsStreamName(0))},
+			{name: "read the run index", allow: true, do: streamInfo(protocol.KVStream(protocol.RunsKV))},
 			{name: "follow run subjects", allow: true, do: subscribe(protocol.RunsFilter("default"))},
 			{name: "send a control request as itself", allow: true, do: publish(ctl("operator"))},
 			{name: "send a control request as another", do: publish(ctl("alice")), subj: ctl("alice")},
@@ -159,7 +160,8 @@ func TestRolePermissions(t *testing.T) {
 			{name: "follow run subjects", allow: true, do: subscribe(protocol.RunsFilter("default"))},
 			{name: "send a control request", do: publish(ctl("observer")), subj: ctl("observer")},
 			{name: "append to a run subject", do: publish(runSubj), subj: runSubj},
-			{name: "read the run index", do: streamInfo(protocol.KVStream(protocol.RunsKV)), subj: "$JS.API.STREAM.INFO"},
+			{name: "read the run index", allow: true, do: streamInfo(protocol.KVStream(protocol.RunsKV))},
+			{name: "read the grants", do: streamInfo(protocol.KVStream(protocol.GrantsKV)), subj: "$JS.API.STREAM.INFO"},
 		},
 	}
 	for role, probes := range cases {

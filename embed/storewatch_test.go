@@ -59,17 +59,17 @@ func TestFullDiskIsNamedAndRecovered(t *testing.T) {
 	diag.Diagnose = srv.StoreFault
 	st.SetRetry(diag)
 
-	acked := map[string]uint64{} // run -> last acknowledged seq
+	acked := map[string]events.Tip{} // run -> last acknowledged message
 	appendOne := func(run string) error {
 		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		ev := &events.Event{Type: events.RunStarted, Data: []byte(`{}`)}
-		if seq, ok := acked[run]; ok {
-			ev = &events.Event{Type: events.StepStarted, Name: "s", Pos: int(seq), Data: bytes.Repeat([]byte("x"), 2000)}
+		if tip, ok := acked[run]; ok {
+			ev = &events.Event{Type: events.StepStarted, Name: "s", Pos: int(tip.Seq), Data: bytes.Repeat([]byte("x"), 2000)}
 		}
-		seq, err := st.Append(actx, run, acked[run], ev)
+		_, err := st.Append(actx, run, acked[run], ev)
 		if err == nil {
-			acked[run] = seq
+			acked[run] = events.TipOfEvent(ev)
 		}
 		return err
 	}
@@ -123,8 +123,8 @@ func TestFullDiskIsNamedAndRecovered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(hist) == 0 || hist[len(hist)-1].Seq != seq {
-			t.Fatalf("run %s: history ends at %v, last acknowledged seq %d", run, hist, seq)
+		if len(hist) == 0 || hist[len(hist)-1].Seq != seq.Seq {
+			t.Fatalf("run %s: history ends at %v, last acknowledged seq %d", run, hist, seq.Seq)
 		}
 	}
 	if !strings.Contains(logs.String(), "store recovered") {

@@ -12,7 +12,10 @@ import (
 
 // Wire format: magic byte 'P', format version byte, msgpack body.
 //
-// Version 1 is one event. Version 2 adds Prior: events that logically
+// Version 1 is one event. Fields PrevSeq and Prev (the chain, chain.go)
+// need no new version: a reader without them skips them, and a reader with
+// them reads an event without them as written before the chain existed.
+// Version 2 adds Prior: events that logically
 // precede the message's own event and were stored with it (a step's
 // completion riding on the next durable call; docs/adr/0006). An event
 // without priors is still written as version 1, so older readers read
@@ -106,9 +109,9 @@ func Decode(b []byte) (Event, error) {
 			"a version %d event carries %d prior events; priors need version 2", e.V, len(e.Prior))
 	}
 	for i, p := range e.Prior {
-		if p.Type == "" || len(p.Prior) > 0 || p.Type == Unreadable || p.Pos < 0 {
+		if p.Type == "" || len(p.Prior) > 0 || p.Type == Unreadable || p.Pos < 0 || p.Chained() {
 			return Event{}, perr.New(CodeInvalid, "only Polos should publish on polos.<ns>.run.> subjects",
-				"prior event %d of a %s event has no type, a reserved type, a negative position or nested priors", i, e.Type)
+				"prior event %d of a %s event has no type, a reserved type, a negative position, nested priors or a link of its own", i, e.Type)
 		}
 	}
 	e.Digest = Digest(b)
@@ -129,7 +132,7 @@ func Expand(e Event) []Event {
 	}
 	out := make([]Event, 0, len(e.Prior)+1)
 	for _, p := range e.Prior {
-		p.V, p.RunID, p.Seq, p.Digest = e.V, e.RunID, e.Seq, e.Digest
+		p.V, p.RunID, p.Seq, p.Digest, p.PrevSeq, p.Prev = e.V, e.RunID, e.Seq, e.Digest, e.PrevSeq, e.Prev
 		if p.Writer == "" {
 			p.Writer = e.Writer
 		}

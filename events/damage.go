@@ -54,7 +54,34 @@ const (
 	attrSize      = "size"
 	attrHead      = "head"
 	attrFound     = "found"
+	// a broken link (CodeHistoryBroken)
+	attrNamedSeq      = "named_seq"
+	attrNamedDigest   = "named_digest"
+	attrHistorySeq    = "history_seq"
+	attrHistoryDigest = "history_digest"
+	attrBreak         = "break"
 )
+
+// setBreak records a broken link on a stand-in.
+func setBreak(u *Event, b *Break) {
+	u.Attrs[attrNamedSeq] = strconv.FormatUint(b.NamedSeq, 10)
+	u.Attrs[attrNamedDigest] = b.NamedDigest
+	u.Attrs[attrHistorySeq] = strconv.FormatUint(b.HistorySeq, 10)
+	u.Attrs[attrHistoryDigest] = b.HistoryDigest
+	u.Attrs[attrBreak] = b.Reason
+}
+
+// breakOf reads a broken link off a stand-in (nil when it has none).
+func breakOf(e Event) *Break {
+	reason, ok := e.Attrs[attrBreak]
+	if !ok {
+		return nil
+	}
+	b := &Break{Seq: e.Seq, NamedDigest: e.Attr(attrNamedDigest), HistoryDigest: e.Attr(attrHistoryDigest), Reason: reason}
+	b.NamedSeq, _ = strconv.ParseUint(e.Attr(attrNamedSeq), 10, 64)
+	b.HistorySeq, _ = strconv.ParseUint(e.Attr(attrHistorySeq), 10, 64)
+	return b
+}
 
 // StoredMsg is one message as a run stream holds it.
 type StoredMsg = protocol.Stored
@@ -72,6 +99,10 @@ type Damage struct {
 	Reason    string    `json:"reason"`
 	Found     string    `json:"found,omitempty"`     // what a decodable event says it is
 	StoredAt  time.Time `json:"stored_at,omitempty"` // when the server stored it (not known for an event out of place)
+	Digest    string    `json:"digest,omitempty"`    // the digest of the stored message (what its successor should name)
+	// Chain is the broken link, for CodeHistoryBroken at a message: the
+	// predecessor the message names and the one the history has.
+	Chain *Break `json:"chain,omitempty"`
 }
 
 // String renders d for an error message or a log line.
@@ -106,6 +137,7 @@ func ReadMessage(ns, runID string, m StoredMsg) []Event {
 	}
 	if err != nil {
 		u := unreadable(runID, m.Seq, m.Time.UnixNano(), perr.CodeOf(err), err.Error())
+		u.Digest = Digest(m.Data) // the chain links to the stored bytes, readable or not
 		if m.Stream != "" {
 			u.Attrs[attrStream] = m.Stream
 		}
@@ -166,7 +198,8 @@ func DamageOf(e Event) (d Damage, ok bool) {
 	if e.Type != Unreadable {
 		return Damage{}, false
 	}
-	d = Damage{Seq: e.Seq, Stream: e.Attr(attrStream), Subject: e.Attr(attrSubject), Head: e.Attr(attrHead), Found: e.Attr(attrFound)}
+	d = Damage{Seq: e.Seq, Stream: e.Attr(attrStream), Subject: e.Attr(attrSubject), Head: e.Attr(attrHead), Found: e.Attr(attrFound),
+		Digest: e.Digest, Chain: breakOf(e)}
 	d.Partition, _ = strconv.Atoi(e.Attr(attrPartition))
 	d.Size, _ = strconv.Atoi(e.Attr(attrSize))
 	if e.Time > 0 {

@@ -325,7 +325,8 @@ func TestStoreAppendsAfterUnreadableBytesOnlyWhenNamed(t *testing.T) {
 	st, srv := newStore(t, "w")
 	ctx := context.Background()
 	const run = "run_g"
-	seq, err := st.Append(ctx, run, 0, &events.Event{Type: events.RunStarted, Attrs: map[string]string{"workflow": "w"}})
+	start := &events.Event{Type: events.RunStarted, Attrs: map[string]string{"workflow": "w"}}
+	_, err := st.Append(ctx, run, events.Tip{}, start)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +346,7 @@ func TestStoreAppendsAfterUnreadableBytesOnlyWhenNamed(t *testing.T) {
 		t.Fatalf("damage %+v", d)
 	}
 
-	_, err = st.Append(ctx, run, seq, &events.Event{Type: events.StepStarted, Pos: 1})
+	_, err = st.Append(ctx, run, events.TipOfEvent(start), &events.Event{Type: events.StepStarted, Pos: 1})
 	var c *events.ConflictError
 	if !errors.As(err, &c) || c.Code != events.CodeRunDamaged || !strings.Contains(err.Error(), "unreadable message at seq") {
 		t.Fatalf("append over garbage: want RUN_DAMAGED, got %v", err)
@@ -367,15 +368,16 @@ func TestStoreAppendsAfterUnreadableBytesOnlyWhenNamed(t *testing.T) {
 func TestLoadOrderedCountsMessagesNotEvents(t *testing.T) {
 	st, _ := newStore(t, "w")
 	ctx := context.Background()
-	var seq uint64
+	var tip events.Tip
 	const msgs = events.DefaultReadBatch + 100
 	for i := 0; i < msgs; i++ {
-		s, err := st.Append(ctx, "r", seq, &events.Event{Type: events.StepStarted, Pos: 2*i + 2, Prior: []events.Event{{Type: events.StepCompleted, Pos: 2*i + 1}}})
-		if err != nil {
+		ev := &events.Event{Type: events.StepStarted, Pos: 2*i + 2, Prior: []events.Event{{Type: events.StepCompleted, Pos: 2*i + 1}}}
+		if _, err := st.Append(ctx, "r", tip, ev); err != nil {
 			t.Fatal(err)
 		}
-		seq = s
+		tip = events.TipOfEvent(ev)
 	}
+	seq := tip.Seq
 	for name, load := range map[string]func() ([]events.Event, error){
 		"Load":        func() ([]events.Event, error) { return st.Load(ctx, "r", 0) },
 		"LoadOrdered": func() ([]events.Event, error) { return st.LoadOrdered(ctx, "r", 0) },

@@ -55,7 +55,8 @@ func TestAppendWaitsOutALeaderElection(t *testing.T) {
 	p.OnRetry = func(err error, _ time.Duration) { codes[perr.CodeOf(err)]++ }
 	st.SetRetry(p)
 	const run = "elected"
-	seq, err := st.Append(ctx, run, 0, &events.Event{Type: events.RunStarted})
+	first := &events.Event{Type: events.RunStarted}
+	_, err = st.Append(ctx, run, events.Tip{}, first)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestAppendWaitsOutALeaderElection(t *testing.T) {
 	}
 	_ = victim.Cmd.Wait()
 	ev := &events.Event{Type: events.StepCompleted, Pos: 1, Name: "llm", Data: []byte(`"answered"`)}
-	got, err := st.Append(ctx, run, seq, ev)
+	got, err := st.Append(ctx, run, events.TipOfEvent(first), ev)
 	took := time.Since(t0)
 	if err != nil {
 		t.Fatalf("append across the election of %s's leader: %v (after %s)", st.StreamOf(run), err, took)

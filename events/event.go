@@ -88,6 +88,12 @@ type Event struct {
 	// version 2). Readers never see them here: Expand turns a message
 	// into its events, and the store and clients return expanded histories.
 	Prior []Event `msgpack:"pr,omitempty" json:"-"`
+	// PrevSeq and Prev link the message to the one before it in the run's
+	// history: its sequence and digest (the chain, chain.go). Store.Append
+	// sets them from the Tip it follows; run_started has none, and
+	// messages written before the chain existed have none either.
+	PrevSeq uint64 `msgpack:"ps,omitempty" json:"prev_seq,omitempty"`
+	Prev    string `msgpack:"pv,omitempty" json:"prev,omitempty"`
 
 	// Seq is the sequence in the run's partition stream; set when read or
 	// appended, not encoded.

@@ -108,7 +108,7 @@ func TestCreateExactlyOnce(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			w := st.WithWriter("w" + string(rune('a'+i)))
-			_, err := w.Append(ctx, "run-1", 0, &events.Event{Type: events.RunStarted, Data: []byte(`"x"`)})
+			_, err := w.Append(ctx, "run-1", events.Tip{}, &events.Event{Type: events.RunStarted, Data: []byte(`"x"`)})
 			if err == nil {
 				wins.Add(1)
 			} else if perr.CodeOf(err) != events.CodeRunExists {
@@ -126,13 +126,16 @@ func TestLostAckWritesNoDuplicate(t *testing.T) {
 	st, _ := newStore(t, "w1")
 	ctx := context.Background()
 	st.DropAcks(func() bool { return true })
-	var seq uint64
+	var tip events.Tip
 	for i := 1; i <= 20; i++ {
-		s, err := st.Append(ctx, "r", seq, &events.Event{Type: events.StepCompleted, Pos: i, Name: "s"})
-		if err != nil {
+		ev := &events.Event{Type: events.StepCompleted, Pos: i, Name: "s"}
+		if i == 1 {
+			ev.Type = events.RunStarted
+		}
+		if _, err := st.Append(ctx, "r", tip, ev); err != nil {
 			t.Fatalf("append %d: %v", i, err)
 		}
-		seq = s
+		tip = events.TipOfEvent(ev)
 	}
 	hist, err := st.Load(ctx, "r", 0)
 	if err != nil {
@@ -146,7 +149,9 @@ func TestLostAckWritesNoDuplicate(t *testing.T) {
 func TestConflictClassification(t *testing.T) {
 	st, _ := newStore(t, "exec-A")
 	ctx := context.Background()
-	s1, err := st.Append(ctx, "r", 0, &events.Event{Type: events.RunStarted})
+	start := &events.Event{Type: events.RunStarted}
+	_, err := st.Append(ctx, "r", events.Tip{}, start)
+	s1 := events.TipOfEvent(start)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +169,7 @@ func TestConflictClassification(t *testing.T) {
 		t.Fatalf("perr.CodeOf: %q", perr.CodeOf(err))
 	}
 	// A signal arrives before our append.
-	last, _ := st.LastSeq(ctx, "r")
+	last := mustLast(t, st, "r")
 	if _, _, err := st.AppendSignal(ctx, "r", &events.Event{Type: events.CancelRequest}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +178,7 @@ func TestConflictClassification(t *testing.T) {
 		t.Fatalf("want SIGNAL_ARRIVED, got %v", err)
 	}
 	// Our own writer produced something different at the same position.
-	last, _ = st.LastSeq(ctx, "r")
+	last = mustLast(t, st, "r")
 	if _, err := st.Append(ctx, "r", last, &events.Event{Type: events.StepStarted, Pos: 9, Name: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +193,7 @@ func TestLargePayloadGoesToObjectStore(t *testing.T) {
 	ctx := context.Background()
 	big := bytes.Repeat([]byte("a"), events.DefaultBlobThreshold*3)
 	ev := &events.Event{Type: events.RunStarted, Data: big}
-	if _, err := st.Append(ctx, "r", 0, ev); err != nil {
+	if _, err := st.Append(ctx, "r", events.Tip{}, ev); err != nil {
 		t.Fatal(err)
 	}
 	if ev.Blob == "" {
@@ -206,7 +211,7 @@ func TestLargePayloadGoesToObjectStore(t *testing.T) {
 func TestLoadMatchesOrderedConsumerAcrossBatches(t *testing.T) {
 	st, _ := newStore(t, "w")
 	ctx := context.Background()
-	var seq uint64
+	var tip events.Tip
 	for i := 0; i < 2500; i++ {
 		run := "r"
 		if i%3 == 0 { // interleave another run
@@ -214,11 +219,11 @@ func TestLoadMatchesOrderedConsumerAcrossBatches(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		s, err := st.Append(ctx, run, seq, &events.Event{Type: events.StepCompleted, Pos: i + 1})
-		if err != nil {
+		ev := &events.Event{Type: events.StepCompleted, Pos: i + 1}
+		if _, err := st.Append(ctx, run, tip, ev); err != nil {
 			t.Fatal(err)
 		}
-		seq = s
+		tip = events.TipOfEvent(ev)
 	}
 	a, err := st.Load(ctx, "r", 0)
 	if err != nil {
@@ -242,18 +247,19 @@ func TestLoadMatchesOrderedConsumerAcrossBatches(t *testing.T) {
 	}
 }
 
-func mustLast(t *testing.T, st *events.Store, run string) uint64 {
-	s, err := st.LastSeq(context.Background(), run)
+// mustLast is the tip of the run's history (the zero Tip when it has none).
+func mustLast(t *testing.T, st *events.Store, run string) events.Tip {
+	h, err := st.Load(context.Background(), run, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return events.TipOf(h)
 }
 
 func TestBadRunID(t *testing.T) {
 	st, _ := newStore(t, "w")
 	for _, id := range []string{"", "a.b", "a*", "a>", "a b", string(make([]byte, 200))} {
-		_, err := st.Append(context.Background(), id, 0, &events.Event{Type: events.RunStarted})
+		_, err := st.Append(context.Background(), id, events.Tip{}, &events.Event{Type: events.RunStarted})
 		if perr.CodeOf(err) != events.CodeBadID {
 			t.Errorf("id %q: want BAD_ID, got %v", id, err)
 		}
@@ -273,14 +279,14 @@ func TestGroupCommitKeepsPerRunCASAndSurvivesLostAcks(t *testing.T) {
 		go func(r int) {
 			defer wg.Done()
 			id := "g" + string(rune('A'+r%26)) + string(rune('a'+r/26))
-			var seq uint64
+			var tip events.Tip
 			for i := 1; i <= per; i++ {
-				s, err := st.Append(ctx, id, seq, &events.Event{Type: events.StepCompleted, Pos: i, Name: "s"})
-				if err != nil {
+				ev := &events.Event{Type: events.StepCompleted, Pos: i, Name: "s"}
+				if _, err := st.Append(ctx, id, tip, ev); err != nil {
 					t.Errorf("%s/%d: %v", id, i, err)
 					return
 				}
-				seq = s
+				tip = events.TipOfEvent(ev)
 			}
 		}(r)
 	}
@@ -306,7 +312,8 @@ func TestGroupCommitKeepsPerRunCASAndSurvivesLostAcks(t *testing.T) {
 		t.Logf("group commit: %+v", gs)
 	}
 	// A stale expectation inside a batch is still a conflict for that run only.
-	if _, err := st.Append(ctx, "gAa", 1, &events.Event{Type: events.StepCompleted, Pos: 99, Name: "late"}); perr.CodeOf(err) != events.CodeLostOwnership {
+	first, _ := st.Load(ctx, "gAa", 0)
+	if _, err := st.Append(ctx, "gAa", events.TipOf(first[:1]), &events.Event{Type: events.StepCompleted, Pos: 99, Name: "late"}); perr.CodeOf(err) != events.CodeLostOwnership {
 		t.Fatalf("stale append: %v", err)
 	}
 }
@@ -318,15 +325,15 @@ func TestGroupCommitKeepsPerRunCASAndSurvivesLostAcks(t *testing.T) {
 func TestPriorsRideInOneMessage(t *testing.T) {
 	st, _ := newStore(t, "w")
 	ctx := context.Background()
-	seq, err := st.Append(ctx, "r", 0, &events.Event{Type: events.RunStarted})
-	if err != nil {
+	start := &events.Event{Type: events.RunStarted}
+	if _, err := st.Append(ctx, "r", events.Tip{}, start); err != nil {
 		t.Fatal(err)
 	}
 	big := bytes.Repeat([]byte("b"), events.DefaultBlobThreshold*2)
 	st.DropAcks(func() bool { return true })
 	ev := &events.Event{Type: events.StepStarted, Pos: 2, Name: "next", Key: "r:2",
 		Prior: []events.Event{{Type: events.StepCompleted, Pos: 1, Name: "first", Attempt: 1, Data: big}}}
-	seq2, err := st.Append(ctx, "r", seq, ev)
+	seq2, err := st.Append(ctx, "r", events.TipOfEvent(start), ev)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,8 @@ func TestAppendWaitsOutABrokerStall(t *testing.T) {
 	p := st.Retry()
 	p.OnRetry = func(error, time.Duration) { waits++ }
 	st.SetRetry(p)
-	seq, err := st.Append(ctx, "stalled", 0, &events.Event{Type: events.RunStarted})
+	first := &events.Event{Type: events.RunStarted}
+	_, err = st.Append(ctx, "stalled", events.Tip{}, first)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestAppendWaitsOutABrokerStall(t *testing.T) {
 		_ = srv.Cmd.Process.Signal(syscall.SIGCONT)
 	}()
 	ev := &events.Event{Type: events.StepCompleted, Pos: 1, Name: "pay", Data: []byte(`"paid"`)}
-	got, err := st.Append(ctx, "stalled", seq, ev)
+	got, err := st.Append(ctx, "stalled", events.TipOfEvent(first), ev)
 	took := time.Since(stopped)
 	if err != nil {
 		t.Fatalf("append during a %s stall: %v (after %s)", stall, err, took)
@@ -115,11 +116,13 @@ func TestGroupCommitWaitsOutABrokerStall(t *testing.T) {
 			blockers = append(blockers, id)
 		}
 	}
-	seqs := map[string]uint64{}
+	seqs := map[string]events.Tip{}
 	for _, id := range append(append([]string{}, runs...), blockers...) {
-		if seqs[id], err = st.Append(ctx, id, 0, &events.Event{Type: events.RunStarted}); err != nil {
+		first := &events.Event{Type: events.RunStarted}
+		if _, err = st.Append(ctx, id, events.Tip{}, first); err != nil {
 			t.Fatal(err)
 		}
+		seqs[id] = events.TipOfEvent(first)
 	}
 	if err := srv.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,7 @@ const (
 	CodeStoreIO                  = protocol.CodeStoreIO // the server did not answer
 	CodePayloadTooBig  perr.Code = "PAYLOAD_TOO_LARGE"  // over the object-store limit
 	CodeBlobMissing    perr.Code = "BLOB_MISSING"       // an event references a blob that is gone
+	CodeBadTip         perr.Code = "APPEND_BAD_TIP"     // an append names a sequence without its digest
 )
 
 // JetStream API error codes for a failed expected-last-sequence check:
@@ -220,9 +221,13 @@ func (s *Store) AllRunsFilter(p int) string {
 // StreamOf is the stream that holds run runID's history.
 func (s *Store) StreamOf(runID string) string { return protocol.RunsStreamOf(runID) }
 
-// Append appends ev to the run's history if the run's last sequence is
-// still expectedSeq (0 = the run has no history yet: this creates it).
-// It returns the new sequence.
+// Append appends ev to the run's history if the run's last message is
+// still after (the zero Tip = the run has no history yet: this creates
+// it). It returns the new sequence. ev is linked to after (ev.PrevSeq,
+// ev.Prev: the chain, chain.go): every writer appends through here, and a
+// tip that names a sequence without its digest is refused (CodeBadTip), so
+// no writer can leave its events unchained. Take the tip from the history
+// read (TipOf) or from the previous append (TipOfEvent).
 //
 // Under failure: if the ack is lost (timeout) or the store has a fault, it
 // re-reads the slot; if our bytes are there the append succeeded (no
@@ -237,11 +242,17 @@ func (s *Store) StreamOf(runID string) string { return protocol.RunsStreamOf(run
 // after expectedSeq is unreadable (an append lands after bytes that cannot
 // be read only when the caller names their sequence: docs/adr/0007).
 // Payloads over BlobThreshold are stored in the object store first.
-func (s *Store) Append(ctx context.Context, runID string, expectedSeq uint64, ev *Event) (uint64, error) {
+func (s *Store) Append(ctx context.Context, runID string, after Tip, ev *Event) (uint64, error) {
 	if err := ValidateID("run ID", runID); err != nil {
 		return 0, err
 	}
+	if (after.Seq == 0) != (after.Digest == "") {
+		return 0, perr.New(CodeBadTip, "pass events.TipOf(history) or events.TipOfEvent(last appended event)",
+			"append to run %s after seq %d with digest %q: a tip names both or neither", runID, after.Seq, after.Digest)
+	}
+	expectedSeq := after.Seq
 	ev.RunID = runID
+	ev.PrevSeq, ev.Prev = after.Seq, after.Digest
 	if ev.Time == 0 {
 		ev.Time = time.Now().UnixNano()
 	}
@@ -515,6 +526,14 @@ func (s *Store) LoadOrdered(ctx context.Context, runID string, afterSeq uint64) 
 	return out, nil
 }
 
+// TipOf returns the tip of the run's history (the zero Tip if it has
+// none), read from the store: what an append after everything so far
+// follows.
+func (s *Store) TipOf(ctx context.Context, runID string) (Tip, error) {
+	evs, err := s.Load(ctx, runID, 0)
+	return TipOf(evs), err
+}
+
 // LastSeq returns the sequence of the run's last event, 0 if none.
 func (s *Store) LastSeq(ctx context.Context, runID string) (uint64, error) {
 	evs, err := s.Load(ctx, runID, 0)
@@ -544,7 +563,7 @@ func (s *Store) AppendSignal(ctx context.Context, runID string, ev *Event, check
 			}
 		}
 		e := *ev
-		seq, err := s.Append(ctx, runID, hist[len(hist)-1].Seq, &e)
+		seq, err := s.Append(ctx, runID, TipOf(hist), &e)
 		if err == nil {
 			return seq, append(hist, e), nil
 		}

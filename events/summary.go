@@ -69,7 +69,11 @@ type Summary struct {
 	// --stuck`; empty otherwise).
 	Stuck   string `json:"stuck,omitempty"`
 	LastSeq uint64 `json:"last_seq"`
-	Events  int    `json:"events"`
+	// LastDigest is the digest of the message at LastSeq: with it the run
+	// index records the history's tip, and a reader finds a history that
+	// lost its tail or reused a sequence (CheckIndex).
+	LastDigest string `json:"last_digest,omitempty"`
+	Events     int    `json:"events"`
 	// ExecUnconfined: a sandbox of this run runs commands unconfined on
 	// its host (an AnnotationExecUnconfined was recorded).
 	ExecUnconfined bool `json:"exec_unconfined,omitempty"`
@@ -119,7 +123,7 @@ func Summarize(hist []Event) Summary {
 	s.Status = StatusRunning
 	last := hist[len(hist)-1]
 	s.UpdatedAt = last.At()
-	s.LastSeq = last.Seq
+	s.LastSeq, s.LastDigest = last.Seq, last.Digest
 	s.Events = len(hist)
 
 	resolved := map[string]bool{}  // suspend keys with a resumed event
@@ -185,12 +189,30 @@ func Summarize(hist []Event) Summary {
 	} else if s.Status != StatusRunning {
 		s.Waiting = nil
 	}
-	if s.Damage, s.DamagedMessages = Damages(hist); s.DamagedMessages > 0 && !IsFinal(s.Status) {
+	s.Damage, s.DamagedMessages = Damages(hist)
+	s.markDamaged()
+	return s
+}
+
+// markDamaged sets status damaged (and the error saying what to do) when
+// the summary reports damage and the run did not end.
+func (s *Summary) markDamaged() {
+	if s.DamagedMessages > 0 && !IsFinal(s.Status) {
 		s.Status, s.Waiting = StatusDamaged, nil
 		err := DamagedError(s.ID, s.Damage, s.DamagedMessages)
 		s.Error = &ErrorInfo{Code: string(err.Code), Message: err.Error()}
 	}
-	return s
+}
+
+// AddDamage adds damage found outside the history (the run index recorded
+// messages the history no longer holds: CheckIndex) and marks the run
+// damaged unless it ended.
+func (s *Summary) AddDamage(d Damage) {
+	if len(s.Damage) < MaxReportedDamage {
+		s.Damage = append(s.Damage, d)
+	}
+	s.DamagedMessages++
+	s.markDamaged()
 }
 
 func operatorForm(e Event) json.RawMessage {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/protocol"
 )
 
 // A Vetter checks, one stored message at a time, that a run's history is
@@ -15,10 +16,16 @@ import (
 //   - no message is a byte-for-byte copy of an earlier one (same digest);
 //   - a position never skips ahead: the runner claims positions one at a
 //     time, so an event at position p follows one at p-1 of the same
-//     attempt (run_retry starts the count again).
+//     attempt (run_retry starts the count again);
+//   - the message links to the one before it (CheckLink: the chain).
 //
 // A message that breaks a rule becomes an Unreadable stand-in with
-// CodeOutOfPlace. The rules are what every Polos writer guarantees, not
+// CodeOutOfPlace, or CodeHistoryBroken for a broken link (the stand-in
+// then says which predecessor the message names and which one the history
+// has). A stand-in keeps the message's digest, so the next link is checked
+// against the message as stored; after a message that does not decode,
+// the next link is not checked (it names the bytes before they were
+// damaged, which are gone). The rules are what every Polos writer guarantees, not
 // heuristics: a history that breaks one was written by something else
 // (docs/adr/0007-unreadable-events.md). After an unreadable message the
 // position rule is off for the rest of the history, since the lost
@@ -29,6 +36,9 @@ type Vetter struct {
 	maxPos  int               // highest position of the current attempt
 	blind   bool              // an unreadable message was seen: positions are unknown
 	digests map[string]uint64 // digest -> seq of the message that had it
+	tip     Tip               // the last message checked
+	chained bool              // a message checked so far carried a link
+	unlink  bool              // the last message did not decode: skip the next link
 }
 
 // Vet returns hist with every message that cannot stand where it is
@@ -83,13 +93,24 @@ func (v *Vetter) Check(msg []Event) []Event {
 	own := msg[len(msg)-1]
 	first := v.msgs == 0
 	v.msgs++
+	prevTip, skipLink := v.tip, v.unlink
+	v.tip, v.unlink = TipOfEvent(&own), false
 	if own.Type == Unreadable {
-		v.blind = true
+		v.blind, v.unlink = true, true
 		return msg
+	}
+	wasChained := v.chained
+	v.chained = v.chained || own.Chained()
+	var brk *Break
+	if !skipLink {
+		brk = CheckLink(prevTip, wasChained, own)
 	}
 	reason := ""
 	maxPos := v.maxPos
 	for _, e := range msg {
+		if brk != nil {
+			break // the link says more than the rules below
+		}
 		switch {
 		case e.Type == RunStarted && !first && v.startAt > 0:
 			reason = fmt.Sprintf("a second run_started (the run started at seq %d)", v.startAt)
@@ -108,14 +129,26 @@ func (v *Vetter) Check(msg []Event) []Event {
 			maxPos = 0
 		}
 	}
-	if prev, dup := v.digests[own.Digest]; reason == "" && dup && own.Digest != "" && prev != own.Seq {
+	if prev, dup := v.digests[own.Digest]; reason == "" && brk == nil && dup && own.Digest != "" && prev != own.Seq {
 		reason = fmt.Sprintf("a copy of the message at seq %d", prev)
 	}
-	if reason != "" {
-		u := unreadable(own.RunID, own.Seq, own.Time, CodeOutOfPlace,
-			perr.New(CodeOutOfPlace, "only Polos executors and clients should publish on polos.<ns>.run.> subjects",
-				"the event cannot stand here: %s", reason).Error())
+	if reason != "" || brk != nil {
+		var u Event
+		if brk != nil {
+			// A lost message may have claimed a position: positions are
+			// unknown from here on, as after unreadable bytes.
+			v.blind = true
+			u = unreadable(own.RunID, own.Seq, own.Time, CodeHistoryBroken,
+				perr.New(CodeHistoryBroken, "restore stream "+protocol.RunsStreamOf(own.RunID)+" from a backup, or end the run with `polos cancel "+own.RunID+"`",
+					"the chain breaks at seq %d: %s", own.Seq, brk.Reason).Error())
+			setBreak(&u, brk)
+		} else {
+			u = unreadable(own.RunID, own.Seq, own.Time, CodeOutOfPlace,
+				perr.New(CodeOutOfPlace, "only Polos executors and clients should publish on polos.<ns>.run.> subjects",
+					"the event cannot stand here: %s", reason).Error())
+		}
 		u.Attrs[attrFound] = describeEvent(own)
+		u.Digest = own.Digest
 		return []Event{u}
 	}
 	if first {

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/index"
 	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/replay"
@@ -132,7 +134,7 @@ func (e *Executor) cancelDamaged(ctx context.Context, runID string, hist []event
 			}
 		}
 		ev := &events.Event{Type: events.RunCancelled, Attrs: map[string]string{"damaged_seq": strconv.FormatUint(first[0].Seq, 10)}}
-		_, err := e.store.Append(ctx, runID, hist[len(hist)-1].Seq, ev)
+		_, err := e.store.Append(ctx, runID, events.TipOf(hist), ev)
 		if err == nil {
 			return ev, append(hist, *ev), nil
 		}
@@ -250,4 +252,42 @@ func (s *onceSet) first(key string, now time.Time) bool {
 		s.order = s.order[1:]
 	}
 	return true
+}
+
+// checkIndex compares a history read from the store (not the cache) with
+// the run's index entry before the run's code runs: when the index recorded
+// more than the history holds (a final status, a later sequence, another
+// digest at its sequence: events.CheckIndex), the stream lost the
+// history's last messages, and running the code would do their steps again
+// and overwrite what the index knew. The run is then parked: logged once,
+// its task terminated with CodeRunDamaged, and the index left as it is, so
+// `polos status` and `polos verify` show what was lost. The entry may be
+// newer than the history read before it; the history is read again once
+// before deciding. It returns the history to run (reread or not). An index
+// that cannot be read does not stop the run (the index is derived).
+func (e *Executor) checkIndex(ctx context.Context, runID string, hist []events.Event) ([]events.Event, error) {
+	idx, found, err := index.Get(ctx, e.store.Reader(), e.opts.Namespace, runID)
+	if err != nil || !found {
+		return hist, nil
+	}
+	why := events.IndexMismatch(idx, hist)
+	if why == "" {
+		return hist, nil
+	}
+	fresh, err := e.store.Load(ctx, runID, 0)
+	if err != nil {
+		return nil, err
+	}
+	if why = events.IndexMismatch(idx, fresh); why == "" {
+		return fresh, nil
+	}
+	e.cache.drop(runID)
+	err = perr.New(events.CodeRunDamaged,
+		fmt.Sprintf("see `polos verify %s`; restore stream %s from a backup, or end the run with `polos cancel %s`", runID, protocol.RunsStreamOf(runID), runID),
+		"run %s is parked: [%s] %s", runID, events.CodeHistoryBroken, why)
+	if e.reported.first("lost:"+runID+"@"+strconv.FormatUint(idx.LastSeq, 10), time.Now()) {
+		e.log.Error("run history lost messages the run index recorded: parked until an operator acts; its tasks are terminated",
+			"run", runID, "index_status", idx.Status, "index_seq", idx.LastSeq, "history_seq", events.TipOf(fresh).Seq, "stream", protocol.RunsStreamOf(runID), "err", err)
+	}
+	return nil, err
 }

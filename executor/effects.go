@@ -46,7 +46,7 @@ func (f *effects) StartChild(ctx context.Context, parentID, childID, workflow st
 		queue = workflow
 	}
 	ev := &events.Event{Type: events.RunStarted, Data: input, Attrs: map[string]string{"workflow": workflow, "parent": parentID, "queue": queue}}
-	if _, err := f.store.Append(ctx, childID, 0, ev); err != nil && perr.CodeOf(err) != events.CodeRunExists {
+	if _, err := f.store.Append(ctx, childID, events.Tip{}, ev); err != nil && perr.CodeOf(err) != events.CodeRunExists {
 		return err
 	}
 	return protocol.EnqueueWith(ctx, f.js, f.store.Retry(), f.ns, queue, childID, "start", "start:"+childID)

@@ -461,6 +461,7 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 		return replay.Outcome{}, err
 	}
 	defer l.release(&e.held, runID)
+	cold := e.cache.get(runID) == nil
 	hist, err := e.history(ctx, runID)
 	if err != nil {
 		return replay.Outcome{}, err
@@ -471,6 +472,21 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 	vet := new(events.Vetter)
 	if hist = vet.Vet(hist); isDamaged(hist) {
 		return e.damaged(ctx, runID, hist)
+	}
+	if cold {
+		checked, err := e.checkIndex(ctx, runID, hist)
+		if err != nil {
+			return replay.Outcome{}, err
+		}
+		if len(checked) == 0 {
+			return replay.Outcome{}, perr.New(events.CodeRunNotFound, "", "run %s has no history", runID)
+		}
+		if &checked[0] != &hist[0] { // read again: vet what was read
+			vet = new(events.Vetter)
+			if hist = vet.Vet(checked); isDamaged(hist) {
+				return e.damaged(ctx, runID, hist)
+			}
+		}
 	}
 	name := hist[0].Attr("workflow")
 	wf, ok := e.reg.Lookup(name)
@@ -496,7 +512,7 @@ func (e *Executor) advance(ctx context.Context, runID, queue string) (replay.Out
 	if slot != nil {
 		defer func() { hist = e.releaseSlot(ctx, runID, slot, hist, false) }()
 	}
-	j := &journal{store: e.store, runID: runID, last: hist[len(hist)-1].Seq, vet: vet}
+	j := &journal{store: e.store, runID: runID, last: events.TipOf(hist), vet: vet}
 	if pinned == "" {
 		j.pin = e.opts.BuildID
 	}
@@ -619,7 +635,7 @@ func (e *Executor) history(ctx context.Context, runID string) ([]events.Event, e
 type journal struct {
 	store *events.Store
 	runID string
-	last  uint64
+	last  events.Tip     // the last message of the run this journal has seen or written
 	vet   *events.Vetter // has seen the history up to last
 	pin   string         // build ID to record on the next append (the run has none yet)
 }
@@ -631,14 +647,14 @@ func (j *journal) Append(ctx context.Context, ev *events.Event) (uint64, error) 
 	seq, err := j.store.Append(ctx, j.runID, j.last, ev)
 	if err == nil {
 		j.pin = ""
-		j.last = seq
+		j.last = events.TipOfEvent(ev)
 		j.vet.Check(events.Expand(*ev))
 	}
 	return seq, err
 }
 
 func (j *journal) Refresh(ctx context.Context) ([]events.Event, error) {
-	evs, err := j.store.Load(ctx, j.runID, j.last)
+	evs, err := j.store.Load(ctx, j.runID, j.last.Seq)
 	if err != nil || len(evs) == 0 {
 		return evs, err
 	}
@@ -653,7 +669,7 @@ func (j *journal) Refresh(ctx context.Context) ([]events.Event, error) {
 		}
 		i += n
 	}
-	j.last = evs[len(evs)-1].Seq
+	j.last = events.TipOf(evs)
 	return evs, nil
 }
 

@@ -154,7 +154,7 @@ func (e *Executor) releaseSlot(ctx context.Context, runID string, h *slotHold, h
 func (e *Executor) annotate(ctx context.Context, runID string, hist []events.Event, name string, attrs map[string]string) ([]events.Event, error) {
 	ev := &events.Event{Type: events.Annotation, Name: name, Attrs: attrs}
 	for attempt := 0; attempt < 50; attempt++ {
-		_, err := e.store.Append(ctx, runID, hist[len(hist)-1].Seq, ev)
+		_, err := e.store.Append(ctx, runID, events.TipOf(hist), ev)
 		if err == nil {
 			return append(hist, *ev), nil
 		}

@@ -57,7 +57,7 @@ func TestTasksThatCannotBeDone(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"run_unserved1", "run_unserved2"} {
-		if _, err := st.Append(ctx, id, 0, &events.Event{Type: events.RunStarted, Attrs: map[string]string{"workflow": "served_elsewhere", "queue": "q"}}); err != nil {
+		if _, err := st.Append(ctx, id, events.Tip{}, &events.Event{Type: events.RunStarted, Attrs: map[string]string{"workflow": "served_elsewhere", "queue": "q"}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := protocol.Enqueue(ctx, r.srv.JS, "default", "q", id, "start", ""); err != nil {

@@ -59,12 +59,14 @@ func (w *world) runs(t testing.TB, n int, indexed bool) []string {
 		sem <- struct{}{}
 		go func(id string) {
 			defer func() { <-sem; wg.Done() }()
-			seq, err := w.st.Append(ctx, id, 0, &events.Event{Type: events.RunStarted, Data: []byte(`"in"`), Attrs: map[string]string{"workflow": "wf", "queue": "wf"}})
+			start := &events.Event{Type: events.RunStarted, Data: []byte(`"in"`), Attrs: map[string]string{"workflow": "wf", "queue": "wf"}}
+			step := &events.Event{Type: events.StepStarted, Pos: 1, Name: "s"}
+			_, err := w.st.Append(ctx, id, events.Tip{}, start)
 			if err == nil {
-				seq, err = w.st.Append(ctx, id, seq, &events.Event{Type: events.StepStarted, Pos: 1, Name: "s"})
+				_, err = w.st.Append(ctx, id, events.TipOfEvent(start), step)
 			}
 			if err == nil {
-				_, err = w.st.Append(ctx, id, seq, &events.Event{Type: events.RunCompleted, Data: []byte(`"out"`), Prior: []events.Event{{Type: events.StepCompleted, Pos: 1, Name: "s", Data: []byte("1")}}})
+				_, err = w.st.Append(ctx, id, events.TipOfEvent(step), &events.Event{Type: events.RunCompleted, Data: []byte(`"out"`), Prior: []events.Event{{Type: events.StepCompleted, Pos: 1, Name: "s", Data: []byte("1")}}})
 			}
 			if err == nil && indexed {
 				var hist []events.Event

@@ -91,6 +91,14 @@ func polosStreams() []string {
 	return out
 }
 
+// readableStreams are the streams readers (operator, observer) may read
+// with direct gets: the run histories, the blobs they reference, and the
+// run index derived from them (read by `polos verify` and `polos status`
+// to find a history that lost messages the index recorded).
+func readableStreams() []string {
+	return append(RunsStreams(), ObjectStream(BlobStore), KVStream(RunsKV))
+}
+
 // readerSubscriptions are the core subjects readers may subscribe to: run
 // events and live deltas. The namespace token is a wildcard so that the
 // documented `nats sub 'polos.*.run.*.*.suspended'` works; the account of
@@ -135,7 +143,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 			PubAllow: append([]string{ControlIdentityFilter(ns, identity), jsAPI + "INFO"}, PresenceFilters(ns)...),
 			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
-		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
+		for _, s := range readableStreams() {
 			p.PubAllow = append(p.PubAllow, jsRead(s)...)
 		}
 		return p.normal()
@@ -144,7 +152,7 @@ func RolePermissions(role Role, ns, identity string) Permissions {
 			PubAllow: append([]string{jsAPI + "INFO"}, PresenceFilters(ns)...),
 			SubAllow: append([]string{inbox}, readerSubscriptions...),
 		}
-		for _, s := range append(RunsStreams(), ObjectStream(BlobStore)) {
+		for _, s := range readableStreams() {
 			p.PubAllow = append(p.PubAllow, jsRead(s)...)
 		}
 		return p.normal()

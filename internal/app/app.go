@@ -60,8 +60,11 @@ const (
 	// DefaultIndexRepairTimeout bounds the run-index check (and rebuild)
 	// at start.
 	DefaultIndexRepairTimeout = 2 * time.Minute
-	DefaultReplicas           = 1
-	httpReadHeaderTimeout     = 10 * time.Second
+	// DefaultLossCheckTimeout bounds reading the run streams' states at
+	// start (LogStreamLosses).
+	DefaultLossCheckTimeout = 10 * time.Second
+	DefaultReplicas         = 1
+	httpReadHeaderTimeout   = 10 * time.Second
 )
 
 // Error codes.
@@ -233,6 +236,12 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// Messages nats-server lost recovering the run streams are logged
+		// before anything reads the histories (and before an index repair
+		// could rewrite what the index recorded of them).
+		lctx, cancel := context.WithTimeout(ctx, DefaultLossCheckTimeout)
+		LogStreamLosses(lctx, d.js, log)
+		cancel()
 		// The run index is derived: a damaged or lost one is rebuilt from
 		// the histories before anyone lists runs.
 		rctx, cancel := context.WithTimeout(ctx, DefaultIndexRepairTimeout)

@@ -156,6 +156,7 @@ func App(s IO) *cli.App {
 			cancelCommand(s),
 			historyCommand(s),
 			indexCommand(s),
+			verifyCommand(s),
 			policycmd.Command(),
 			budgetcmd.Command(),
 			grantscmd.Command(),
