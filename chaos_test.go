@@ -93,6 +93,82 @@ func reportChaos(t *testing.T, r chaosRow) {
 	}
 }
 
+// outage is one fault with a start and an end (a stall, a broker down).
+type outage struct{ from, until time.Time }
+
+// outageChaos is a fault test of the broker: runs of side-effecting steps
+// are fed while inject makes one outage at a time (size.faults of them).
+type outageChaos struct {
+	fault    string
+	size     chaosSizes
+	url      string // the server or cluster executors connect to
+	childEnv string // their credentials
+	nc       *nats.Conn
+	// inject makes outage i and returns it (ok false: it could not).
+	inject func(i int) (o outage, ok bool)
+	// fromStart measures recovery from an outage's start (a cluster keeps
+	// serving other streams) rather than its end.
+	fromStart bool
+	// rerunOK allows completed steps to run again (flagged uncertain).
+	rerunOK bool
+}
+
+// startReaper runs polosd's reaper on nc until cleanup.
+func startReaper(t *testing.T, nc *nats.Conn) *executor.Reaper {
+	js, _ := jetstream.New(nc)
+	reaper := executor.NewReaper(nc, js, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = reaper.Run(ctx) }()
+	return reaper
+}
+
+// run feeds runs while the outages happen, then checks every run (crashRig
+// verify), that the faults landed on steps in flight, and reports the row.
+func (c outageChaos) run(t *testing.T) {
+	cl, err := client.New(c.nc, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaper := startReaper(t, c.nc)
+	r := newCrashRig(t, c.url, c.childEnv, cl, 2)
+	var outages []outage
+	var done atomic.Bool
+	go func() {
+		defer done.Store(true)
+		for i := 0; i < c.size.faults; i++ {
+			time.Sleep(700 * time.Millisecond) // let work pile up before the fault
+			if o, ok := c.inject(i); ok {
+				outages = append(outages, o)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}()
+	r.feed(c.size.runs, done.Load)
+	r.waitAll(5 * time.Minute)
+	r.stop()
+	hists, rerun := r.verify()
+	inFlight := 0
+	var recov []time.Duration
+	for _, o := range outages {
+		until := o.until
+		if c.fromStart {
+			until = o.from
+		}
+		n, rec := affectedBy(hists, o.from, until, "")
+		inFlight += n
+		recov = append(recov, rec...)
+	}
+	if len(outages) != c.size.faults || inFlight == 0 {
+		t.Fatalf("the fault did not land: %d of %d %s, %d steps in flight at one", len(outages), c.size.faults, c.fault, inFlight)
+	}
+	reportChaos(t, chaosRow{Fault: c.fault, Runs: len(r.ids), Faults: len(outages), InFlight: inFlight, Rerun: rerun, Recovery: recov,
+		Note: fmt.Sprintf("%d starts refused during a fault; %d runs reaped", r.refused, reaper.Reaped())})
+	if rerun != 0 && !c.rerunOK {
+		t.Fatalf("%d completed steps ran again after %s with no Polos process killed", rerun, c.fault)
+	}
+}
+
 // TestChaosBrokerStall: the NATS server process is stopped with SIGSTOP
 // for 5 s (5-20 s, three times, at full size) while runs of side-effecting
 // steps are in flight, then continued. The stall is waited out: no
@@ -101,24 +177,8 @@ func reportChaos(t *testing.T, r chaosRow) {
 func TestChaosBrokerStall(t *testing.T) {
 	size := chaosSize(40, 1, 200, 3)
 	p := testutil.StartChildServerProvisioned(t)
-	nc := p.Connect(t, "server")
-	js, _ := jetstream.New(nc)
-	cl, err := client.New(nc, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reaper := executor.NewReaper(nc, js, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	rctx, stopReaper := context.WithCancel(context.Background())
-	defer stopReaper()
-	go func() { _ = reaper.Run(rctx) }()
-	r := newCrashRig(t, p.URL, p.ChildEnv("executor"), cl, 2)
-	type stall struct{ from, until time.Time }
-	var stalls []stall
-	var stallsDone atomic.Bool
-	go func() {
-		defer stallsDone.Store(true)
-		for i := 0; i < size.faults; i++ {
-			time.Sleep(700 * time.Millisecond)
+	outageChaos{fault: "broker SIGSTOP", size: size, url: p.URL, childEnv: p.ChildEnv("executor"), nc: p.Connect(t, "server"),
+		inject: func(int) (outage, bool) {
 			d := 5 * time.Second
 			if size.full {
 				d = time.Duration(5+rand.IntN(16)) * time.Second
@@ -127,81 +187,25 @@ func TestChaosBrokerStall(t *testing.T) {
 			p.Pause()
 			time.Sleep(d)
 			p.Resume()
-			stalls = append(stalls, stall{from, time.Now()})
-		}
-		time.Sleep(500 * time.Millisecond)
-	}()
-	r.feed(size.runs, stallsDone.Load)
-	r.waitAll(3 * time.Minute)
-	r.stop()
-	hists, rerun := r.verify()
-	inFlight := 0
-	var recov []time.Duration
-	for _, s := range stalls {
-		n, rec := affectedBy(hists, s.from, s.until, "")
-		inFlight += n
-		recov = append(recov, rec...)
-	}
-	if len(stalls) != size.faults || inFlight == 0 {
-		t.Fatalf("the fault did not land: %d stalls, %d steps in flight at a stall", len(stalls), inFlight)
-	}
-	reportChaos(t, chaosRow{Fault: "broker SIGSTOP", Runs: len(r.ids), Faults: len(stalls), InFlight: inFlight, Rerun: rerun, Recovery: recov,
-		Note: fmt.Sprintf("%d starts refused during a stall; %d runs reaped", r.refused, reaper.Reaped())})
-	if rerun != 0 {
-		t.Fatalf("%d completed steps ran again after a stall with no process killed", rerun)
-	}
+			return outage{from, time.Now()}, true
+		}}.run(t)
 }
 
 // TestChaosBrokerKill9: the NATS server process is killed with SIGKILL
 // while runs of side-effecting steps are in flight and restarted on the
-// same store and port 1-2 s later (three times at full size). With fsync
+// same store and port 1-2 s later (five times at full size). With fsync
 // on, no acknowledged event is lost: every acknowledged start runs to the
-// end, and every completed step is recorded once.
+// end, every completed step is recorded once, none runs again.
 func TestChaosBrokerKill9(t *testing.T) {
-	size := chaosSize(40, 1, 200, 5)
 	p := testutil.StartChildServerProvisioned(t)
-	nc := p.Connect(t, "server")
-	js, _ := jetstream.New(nc)
-	cl, err := client.New(nc, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reaper := executor.NewReaper(nc, js, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	rctx, stopReaper := context.WithCancel(context.Background())
-	defer stopReaper()
-	go func() { _ = reaper.Run(rctx) }()
-	r := newCrashRig(t, p.URL, p.ChildEnv("executor"), cl, 2)
-	type outage struct{ from, until time.Time }
-	var outages []outage
-	var done atomic.Bool
-	go func() {
-		defer done.Store(true)
-		for i := 0; i < size.faults; i++ {
-			time.Sleep(700 * time.Millisecond)
+	outageChaos{fault: "broker kill -9 + restart", size: chaosSize(40, 1, 200, 5), url: p.URL, childEnv: p.ChildEnv("executor"), nc: p.Connect(t, "server"),
+		inject: func(int) (outage, bool) {
 			from := time.Now()
 			p.Kill()
 			time.Sleep(time.Duration(1000+rand.IntN(1000)) * time.Millisecond)
 			p.Restart()
-			outages = append(outages, outage{from, time.Now()})
-		}
-		time.Sleep(500 * time.Millisecond)
-	}()
-	r.feed(size.runs, done.Load)
-	r.waitAll(3 * time.Minute)
-	r.stop()
-	hists, rerun := r.verify()
-	inFlight := 0
-	var recov []time.Duration
-	for _, o := range outages {
-		n, rec := affectedBy(hists, o.from, o.until, "")
-		inFlight += n
-		recov = append(recov, rec...)
-	}
-	if len(outages) != size.faults || inFlight == 0 {
-		t.Fatalf("the fault did not land: %d broker kills, %d steps in flight at a kill", len(outages), inFlight)
-	}
-	reportChaos(t, chaosRow{Fault: "broker kill -9 + restart", Runs: len(r.ids), Faults: len(outages), InFlight: inFlight, Rerun: rerun, Recovery: recov,
-		Note: fmt.Sprintf("%d starts refused while down; %d runs reaped", r.refused, reaper.Reaped())})
+			return outage{from, time.Now()}, true
+		}}.run(t)
 }
 
 // TestChaosClusterLeaderKill: on a 3-node cluster of real nats-server
@@ -213,7 +217,6 @@ func TestChaosClusterLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
 	}
-	size := chaosSize(40, 1, 200, 3)
 	srvs := testutil.StartChildCluster(t, 3)
 	var urls []string
 	for _, s := range srvs {
@@ -231,61 +234,23 @@ func TestChaosClusterLeaderKill(t *testing.T) {
 		defer cancel()
 		return protocol.Provision(ctx, js, "default", 3)
 	})
-	cl, err := client.New(nc, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reaper := executor.NewReaper(nc, js, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	rctx, stopReaper := context.WithCancel(context.Background())
-	defer stopReaper()
-	go func() { _ = reaper.Run(rctx) }()
-	r := newCrashRig(t, url, srvs[0].ChildEnv("executor"), cl, 2)
-	type outage struct{ from, until time.Time }
-	var outages []outage
-	var leaders []string
-	var done atomic.Bool
-	go func() {
-		defer done.Store(true)
-		for i := 0; i < size.faults; i++ {
-			time.Sleep(time.Second)
+	outageChaos{fault: "cluster: stream leader kill -9", size: chaosSize(40, 1, 200, 3), url: url, childEnv: srvs[0].ChildEnv("executor"), nc: nc, fromStart: true,
+		inject: func(i int) (outage, bool) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			info, err := js.Stream(ctx, protocol.RunsStreamName(i%protocol.RunPartitions))
 			cancel()
 			if err != nil || info.CachedInfo().Cluster == nil {
-				continue
+				return outage{}, false
 			}
-			leader := info.CachedInfo().Cluster.Leader
 			for n, s := range srvs {
-				if fmt.Sprintf("n%d", n+1) != leader {
-					continue
+				if fmt.Sprintf("n%d", n+1) == info.CachedInfo().Cluster.Leader {
+					from := time.Now()
+					s.Kill()
+					time.Sleep(2 * time.Second)
+					s.Restart()
+					return outage{from, time.Now()}, true
 				}
-				from := time.Now()
-				s.Kill()
-				time.Sleep(2 * time.Second)
-				s.Restart()
-				outages = append(outages, outage{from, time.Now()})
-				leaders = append(leaders, leader)
 			}
-			time.Sleep(time.Second)
-		}
-	}()
-	r.feed(size.runs, done.Load)
-	r.waitAll(5 * time.Minute)
-	r.stop()
-	hists, rerun := r.verify()
-	inFlight := 0
-	var recov []time.Duration
-	for _, o := range outages {
-		n, rec := affectedBy(hists, o.from, o.from, "")
-		inFlight += n
-		recov = append(recov, rec...)
-	}
-	if len(outages) != size.faults || inFlight == 0 {
-		t.Fatalf("the fault did not land: %d leader kills (%v), %d steps in flight at a kill", len(outages), leaders, inFlight)
-	}
-	reportChaos(t, chaosRow{Fault: "cluster: stream leader kill -9", Runs: len(r.ids), Faults: len(outages), InFlight: inFlight, Rerun: rerun, Recovery: recov,
-		Note: fmt.Sprintf("3 nodes, R3; leaders killed %v; recovery = kill to next event; %d starts refused", leaders, r.refused)})
-	if rerun != 0 {
-		t.Fatalf("%d completed steps ran again across a leader election with no Polos process killed", rerun)
-	}
+			return outage{}, false
+		}}.run(t)
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -279,10 +277,7 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 	size := chaosSize(50, 12, 400, 100)
 	srv := testutil.StartServer(t)
 	cl, _ := newClient(srv)
-	reaper := executor.NewReaper(srv.NC, srv.JS, "default", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	rctx, stopReaper := context.WithCancel(context.Background())
-	defer stopReaper()
-	go func() { _ = reaper.Run(rctx) }()
+	reaper := startReaper(t, srv.NC)
 	r := newCrashRig(t, srv.ClientURL(), srv.ChildEnv("executor"), cl, 2)
 	stop := make(chan struct{})
 	go func() { // the chaos monkey
