@@ -22,6 +22,10 @@ const CodeDrift perr.Code = "EMBED_CONFIG_DRIFT"
 // CodeStoreIO: the NATS server did not answer a read or write.
 const CodeStoreIO perr.Code = "STORE_UNAVAILABLE"
 
+// DefaultReplicas is the replica count of an asset created when none is
+// configured (ProvisionOptions.Replicas 0): one copy, as on one machine.
+const DefaultReplicas = 1
+
 // StreamConfigs returns the stream configurations Polos needs. replicas is 1
 // for the embedded server and typically 3 on a cluster.
 func StreamConfigs(replicas int) []jetstream.StreamConfig {
@@ -73,14 +77,18 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 type ProvisionOptions struct {
 	// Replicas is how many copies of every stream, KV bucket and object
 	// store (1 on one server, typically 3 on a cluster). Existing assets
-	// with another count are scaled to it.
+	// with another count are scaled to it, up or down, whoever created
+	// them. 0 means none is configured: new assets get DefaultReplicas and
+	// existing ones keep their count (a process started without the
+	// setting never scales a cluster's R3 assets down to one copy).
 	Replicas int
 	// OnChange, when set, is told of each asset provisioning changed to
 	// match (created assets are not reported).
 	OnChange func(asset, change string)
 }
 
-// Provision is ProvisionWith replicas and no change report.
+// Provision is ProvisionWith replicas (explicit, so enforced) and no change
+// report.
 func Provision(ctx context.Context, js jetstream.JetStream, ns string, replicas int) error {
 	return ProvisionWith(ctx, js, ns, ProvisionOptions{Replicas: replicas})
 }
@@ -94,13 +102,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, ns string, replicas 
 // field. Asking for more replicas than the cluster has servers is
 // CodeDrift with the fix, not a hang.
 func ProvisionWith(ctx context.Context, js jetstream.JetStream, ns string, o ProvisionOptions) error {
-	replicas := max(o.Replicas, 1)
+	configured := max(o.Replicas, 0)
+	replicas := ReplicasFor(configured, 0) // of the assets created
 	report := o.OnChange
 	if report == nil {
 		report = func(string, string) {}
 	}
 	for _, want := range StreamConfigs(replicas) {
-		if err := ensureStream(ctx, js, want, report); err != nil {
+		if err := ensureStream(ctx, js, want, configured, report); err != nil {
 			return err
 		}
 	}
@@ -116,7 +125,7 @@ func ProvisionWith(ctx context.Context, js jetstream.JetStream, ns string, o Pro
 		{Bucket: BudgetsKV, Description: "Polos token and cost budgets", Storage: jetstream.FileStorage, Replicas: replicas, History: 1},
 	} {
 		if _, err := js.KeyValue(ctx, kv.Bucket); err == nil {
-			if err := ensureReplicas(ctx, js, KVStream(kv.Bucket), replicas, report); err != nil {
+			if err := ensureReplicas(ctx, js, KVStream(kv.Bucket), configured, report); err != nil {
 				return err
 			}
 			continue
@@ -128,7 +137,7 @@ func ProvisionWith(ctx context.Context, js jetstream.JetStream, ns string, o Pro
 		}
 	}
 	if _, err := js.ObjectStore(ctx, BlobStore); err == nil {
-		if err := ensureReplicas(ctx, js, ObjectStream(BlobStore), replicas, report); err != nil {
+		if err := ensureReplicas(ctx, js, ObjectStream(BlobStore), configured, report); err != nil {
 			return err
 		}
 	} else {
@@ -162,20 +171,35 @@ func provisionErr(err error, replicas int, asset string) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && replicas > 1 && (apiErr.ErrorCode == jsErrReplicasNotSupported || apiErr.ErrorCode == jsErrClusterNoPeers ||
 		strings.Contains(strings.ToLower(apiErr.Description), "replicas") || strings.Contains(strings.ToLower(apiErr.Description), "insufficient resources")) {
-		return perr.Wrap(err, CodeDrift, "set replicas (polos.yaml server.replicas or --replicas) to at most the number of JetStream servers in the cluster, or add servers",
+		return perr.Wrap(err, CodeDrift, "set replicas (polos.yaml server.replicas or --replicas) to at most the number of JetStream servers the cluster has up, or start more servers",
 			"cannot give %s %d replicas", asset, replicas)
 	}
 	return perr.Wrap(err, CodeDrift, "check JetStream is enabled and has room", "cannot create or update %s", asset)
 }
 
+// ReplicasFor is the replica count an asset must have: the configured
+// count when one is (configured > 0), else what the existing asset has
+// (have > 0), else DefaultReplicas for a new one. It is the whole replica
+// decision of provisioning, kept pure so a table can pin it.
+func ReplicasFor(configured, have int) int {
+	switch {
+	case configured > 0:
+		return configured
+	case have > 0:
+		return have
+	}
+	return DefaultReplicas
+}
+
 // ensureReplicas scales an existing stream (a KV bucket's, the object
-// store's) to replicas.
-func ensureReplicas(ctx context.Context, js jetstream.JetStream, stream string, replicas int, report func(asset, change string)) error {
+// store's) to the configured replica count (ReplicasFor).
+func ensureReplicas(ctx context.Context, js jetstream.JetStream, stream string, configured int, report func(asset, change string)) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return perr.Wrap(err, CodeDrift, "check the NATS server", "cannot look up stream %s", stream)
 	}
 	cfg := s.CachedInfo().Config
+	replicas := ReplicasFor(configured, cfg.Replicas)
 	if cfg.Replicas == replicas {
 		return nil
 	}
@@ -247,7 +271,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 	return nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, report func(asset, change string)) error {
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, configured int, report func(asset, change string)) error {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := js.CreateStream(ctx, want); err != nil {
@@ -259,6 +283,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		return perr.Wrap(err, CodeDrift, "check the NATS server", "cannot look up stream %s", want.Name)
 	}
 	got := s.CachedInfo().Config
+	want.Replicas = ReplicasFor(configured, got.Replicas)
 	if got.Storage != want.Storage {
 		return perr.New(CodeDrift, "back up and recreate the stream, or point Polos at another server",
 			"stream %s has storage %v, Polos needs %v (the server cannot change it in place)", want.Name, got.Storage, want.Storage)

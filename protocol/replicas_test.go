@@ -43,7 +43,8 @@ func TestMoreReplicasThanServersIsACodedError(t *testing.T) {
 
 // TestReplicasComeFromConfigWhoeverStartedFirst: on a 3-node cluster of
 // real server processes, assets provisioned with 1 replica are scaled to 3
-// by a later provision with 3 (each change reported), and back.
+// by a later provision with 3 (each change reported), kept by one with no
+// count configured, refused (coded, at once) at 5, and scaled back to 1.
 func TestReplicasComeFromConfigWhoeverStartedFirst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
@@ -95,6 +96,31 @@ func TestReplicasComeFromConfigWhoeverStartedFirst(t *testing.T) {
 			t.Errorf("scaling %s to 3 replicas was not reported (reports: %v)", name, changed)
 		}
 	}
+	// Nothing configured (a process started without --replicas): the
+	// cluster's R3 assets stay R3, nothing is reported.
+	if changed := provision(0); len(changed) != 0 {
+		t.Errorf("a provision with no replica count configured changed assets: %v", changed)
+	}
+	check(3)
+	// More replicas than the cluster has servers: a coded error with the
+	// fix, well within the caller's deadline, and nothing scaled.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	start := time.Now()
+	err = protocol.Provision(ctx, js, "default", 5)
+	cancel()
+	took := time.Since(start)
+	t.Logf("5 replicas on 3 servers: %v after %s", err, took)
+	if perr.CodeOf(err) != protocol.CodeDrift || !strings.Contains(err.Error(), "at most the number of JetStream servers") {
+		t.Fatalf("want EMBED_CONFIG_DRIFT naming the replica fix, got %v", err)
+	}
+	if took > 20*time.Second {
+		t.Fatalf("the refusal took %s: it should not wait for the deadline", took)
+	}
+	check(3)
 	provision(1)
+	check(1)
+	if changed := provision(0); len(changed) != 0 {
+		t.Errorf("a provision with no replica count configured changed assets: %v", changed)
+	}
 	check(1)
 }

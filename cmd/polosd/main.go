@@ -53,7 +53,7 @@ func run(args []string) int {
 			&cli.StringFlag{Name: "nats-user", Usage: "NATS user", EnvVars: []string{"POLOS_NATS_USER"}},
 			&cli.StringFlag{Name: "nats-password", Usage: "NATS password", EnvVars: []string{"POLOS_NATS_PASSWORD"}},
 			&cli.StringFlag{Name: "nats-token", Usage: "NATS token", EnvVars: []string{"POLOS_NATS_TOKEN"}},
-			&cli.IntFlag{Name: "replicas", Usage: "copies of every stream, KV bucket and object store, applied to existing ones too (default: polos.yaml server.replicas, else 1)", EnvVars: []string{"POLOS_REPLICAS"}},
+			&cli.IntFlag{Name: "replicas", Usage: "copies of every stream, KV bucket and object store, applied to existing ones too (default: polos.yaml server.replicas, else existing assets keep theirs and new ones get 1)", EnvVars: []string{"POLOS_REPLICAS"}},
 			&cli.StringFlag{Name: "api-key", Usage: "require Authorization: Bearer KEY on mutating HTTP endpoints", EnvVars: []string{"POLOS_API_KEY"}},
 			&cli.StringFlag{Name: "ready-file", Usage: "write JSON {nats_url, http_url, pid, ...} here once serving", EnvVars: []string{"POLOS_READY_FILE"}},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long in-flight steps get to finish on SIGTERM", Value: app.DefaultShutdownTimeout},
@@ -125,6 +125,9 @@ func options(c *cli.Context) (app.Options, error) {
 	}
 	if v := o.SandboxLocalConfinement; v != "" && v != local.ConfinementRequired && v != local.ConfinementNone {
 		return o, perr.New(app.CodeUsage, "use --sandbox-local-confinement "+local.ConfinementRequired+" or "+local.ConfinementNone, "bad --sandbox-local-confinement %q", v)
+	}
+	if c.IsSet("replicas") && o.Replicas <= 0 {
+		return o, perr.New(app.CodeUsage, "pass --replicas 1 (one machine) or 3 or 5 (a cluster), or leave it out to keep the existing assets' count", "bad --replicas %d", o.Replicas)
 	}
 	if c.IsSet("executors") && o.Executors <= 0 {
 		return o, perr.New(app.CodeUsage, "pass --executors 1 or more (use --role sandbox for a process without executors)", "bad --executors %d", o.Executors)

@@ -63,7 +63,6 @@ const (
 	// DefaultLossCheckTimeout bounds reading the run streams' states at
 	// start (LogStreamLosses).
 	DefaultLossCheckTimeout = 10 * time.Second
-	DefaultReplicas         = 1
 	httpReadHeaderTimeout   = 10 * time.Second
 )
 
@@ -88,9 +87,12 @@ type Options struct {
 	HTTP        string // "" or "off": no HTTP API. Roles executor and sandbox serve only /healthz and /readyz there, and only when it is given (not from the default)
 	Executors   int
 	APIKey      string
-	Replicas    int
-	ReadyFile   string // written (JSON Ready) once everything serves
-	NoSync      bool   // benchmarks only: no fsync per write
+	// Replicas of every asset (--replicas, else server.replicas); 0: none
+	// configured, so new assets get protocol.DefaultReplicas and existing
+	// ones keep theirs.
+	Replicas  int
+	ReadyFile string // written (JSON Ready) once everything serves
+	NoSync    bool   // benchmarks only: no fsync per write
 	// SandboxLocalConfinement overrides server.sandbox_local_confinement
 	// (local.ConfinementRequired or local.ConfinementNone).
 	SandboxLocalConfinement string
@@ -160,10 +162,7 @@ func (o *Options) Resolve() error {
 		o.Executors = config.DefaultExecutors
 	}
 	if o.Replicas <= 0 {
-		o.Replicas = c.Server.Replicas
-	}
-	if o.Replicas <= 0 {
-		o.Replicas = DefaultReplicas
+		o.Replicas = c.Server.Replicas // 0 still: none configured, existing assets keep their count
 	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
@@ -228,11 +227,15 @@ func Start(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	if o.Role == RoleAll || o.Role == RoleServer {
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		var changes []string
 		err := protocol.ProvisionWith(pctx, d.js, o.Namespace, protocol.ProvisionOptions{Replicas: o.Replicas,
-			OnChange: func(asset, change string) {
-				log.Warn("provisioning changed an asset to match the configuration", "asset", asset, "change", change)
-			}})
+			OnChange: func(asset, change string) { changes = append(changes, asset+": "+change) }})
 		cancel()
+		if len(changes) > 0 {
+			// One line for the whole repair (a replica change touches
+			// every asset), logged also when a later asset failed.
+			log.Warn("provisioning changed assets to match the configuration", "assets", len(changes), "changes", strings.Join(changes, "; "))
+		}
 		if err != nil {
 			return nil, err
 		}
