@@ -92,13 +92,20 @@ func TestAppendWaitsOutALeaderElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hist, err := st.Load(ctx, run, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(hist) != 2 || hist[1].Seq != got || hist[1].Digest != ev.Digest {
-		t.Fatalf("history after the election: %d events, want run_started and one step_completed", len(hist))
-	}
+	// Direct gets on a replicated stream may be answered by a follower
+	// that has not applied the newest message yet (reads are eventually
+	// consistent; appends are compare-and-swap at the leader): poll.
+	var hist []events.Event
+	testutil.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		var err error
+		if hist, err = st.Load(ctx, run, 0); err != nil {
+			return err
+		}
+		if len(hist) != 2 || hist[1].Seq != got || hist[1].Digest != ev.Digest {
+			return fmt.Errorf("history after the election: %d events, want run_started and one step_completed", len(hist))
+		}
+		return nil
+	})
 	t.Logf("append across the kill -9 of leader %s (new leader %s) landed once after %s, %d failed attempts, retried faults %v",
 		leader, info.CachedInfo().Cluster.Leader, took.Round(time.Millisecond), st.AppendRetries(), codes)
 }
