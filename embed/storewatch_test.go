@@ -99,8 +99,17 @@ func TestFullDiskIsNamedAndRecovered(t *testing.T) {
 		}
 	}
 	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		if n := strings.Count(logs.String(), "STORE_FULL"); n != 1 {
-			return fmt.Errorf("%d log lines name STORE_FULL, want 1:\n%s", n, logs)
+		// Once per fault episode: the watchdog may call a probe write that
+		// fit in an allocated page a recovery, and then see the fault
+		// again (noticed; see ADR 0009): each episode logs one ERROR.
+		errs, recs := 0, strings.Count(logs.String(), "store recovered")
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "level=ERROR") && strings.Contains(l, "STORE_FULL") {
+				errs++
+			}
+		}
+		if errs < 1 || errs != recs+1 {
+			return fmt.Errorf("%d ERROR lines name STORE_FULL over %d recoveries, want one per episode:\n%s", errs, recs, logs)
 		}
 		return nil
 	})
