@@ -15,8 +15,8 @@ import (
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/replay"
 )
 

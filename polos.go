@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/replay"
 )
 

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/polos-run/polos"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 
 	"github.com/polos-run/polos/llm"
 	"github.com/polos-run/polos/policy"

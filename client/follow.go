@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 

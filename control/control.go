@@ -34,7 +34,7 @@ import (
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/hitl"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 )

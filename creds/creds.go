@@ -29,7 +29,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 

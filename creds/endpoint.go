@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // EndpointFile, in the data directory, tells local programs (the CLI) where

@@ -3,7 +3,7 @@ package events
 import (
 	"fmt"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // The chain: every stored message of a run's history names the message it

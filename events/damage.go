@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 )
 
 func newStore(t *testing.T, writer string) (*events.Store, *testutil.Server) {

@@ -6,7 +6,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // UnmarshalJSON reads the JSON form written by MarshalJSON (the format of

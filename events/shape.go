@@ -3,7 +3,7 @@ package events
 import (
 	"encoding/binary"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Shape limits of an event body. The msgpack decoder sizes slices from the

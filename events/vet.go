@@ -3,7 +3,7 @@ package events
 import (
 	"fmt"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // DefaultCheckTimeout bounds each check of a readiness probe; a check that

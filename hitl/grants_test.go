@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/polos-run/polos/hitl"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 )
 
 func TestGrantMatchingNeverWidens(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Token error codes.

@@ -9,7 +9,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Error codes of form validation and decisions.

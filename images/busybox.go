@@ -11,7 +11,7 @@ import (
 
 	"github.com/docker/docker/client"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // BusyboxEnv names a static busybox binary to use instead of searching.

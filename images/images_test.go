@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 func TestBusyboxRootfs(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 func sampleRequest() Request {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Provider names accepted by New.

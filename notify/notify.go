@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/polos-run/polos/hitl"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Error codes.

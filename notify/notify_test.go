@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/polos-run/polos/hitl"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/notify"
 	"github.com/polos-run/polos/notify/slackfake"
+	"github.com/polos-run/polos/perr"
 )
 
 var _ notify.Channel = (*notify.Webhook)(nil)

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Slack defaults.

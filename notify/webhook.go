@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Webhook defaults.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/syntax"
 )

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"gopkg.in/yaml.v3"
 )
 

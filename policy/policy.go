@@ -23,7 +23,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // semanticsVersion is part of the digest (2: issue 14, ADR 0102): a change to how rules are read

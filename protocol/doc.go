@@ -19,6 +19,6 @@
 //	polos.<ns>.stream.<runID>            (core NATS)     live token deltas
 //	polos.<ns>.ctl.<identity>.<op>       (request/reply) operator requests to polosd
 //
-// The package imports nothing of Polos above internal/perr, so every layer
+// The package imports nothing of Polos above perr, so every layer
 // may use it.
 package protocol

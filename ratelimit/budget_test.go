@@ -19,8 +19,8 @@ import (
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/executor"
 	"github.com/polos-run/polos/internal/cli/budgetcmd"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/ratelimit"
 )
 

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // WorkflowFunc is workflow code on raw JSON; the generic wrappers of the

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // ReplayOnly replays a recorded history in memory, with no store and no

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // Journal is the runner's view of the run's history store. Append writes

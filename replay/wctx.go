@@ -6,7 +6,7 @@ import (
 
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // wctx is the Context handed to workflow code.

@@ -1,6 +1,6 @@
 package sandbox
 
-import "github.com/polos-run/polos/internal/perr"
+import "github.com/polos-run/polos/perr"
 
 // Stable error codes of the sandbox tools.
 const (

@@ -1,5 +1,5 @@
 package sandbox
 
-import "github.com/polos-run/polos/internal/perr"
+import "github.com/polos-run/polos/perr"
 
 func perrCode(err error) perr.Code { return perr.CodeOf(err) }

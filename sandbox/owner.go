@@ -3,7 +3,7 @@ package sandbox
 import (
 	"context"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 type runKey struct{}

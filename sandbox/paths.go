@@ -4,7 +4,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 // WorkspaceRel turns a path as an agent gave it into a clean slash-separated

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/polos-run/polos"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

@@ -9,9 +9,9 @@ import (
 	"strings"
 
 	"github.com/polos-run/polos/hitl"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/textsafe"
 	"github.com/polos-run/polos/notify"
+	"github.com/polos-run/polos/perr"
 )
 
 // page is everything the template may show.

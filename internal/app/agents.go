@@ -9,9 +9,9 @@ import (
 	"github.com/polos-run/polos/agent"
 	"github.com/polos-run/polos/config"
 	"github.com/polos-run/polos/hitl"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
 	_ "github.com/polos-run/polos/llm/providers" // link anthropic, openai, scripted
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/policy"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"

@@ -33,7 +33,7 @@ import (
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/httpapi"
 	"github.com/polos-run/polos/index"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
 	"github.com/polos-run/polos/sandbox"

@@ -14,8 +14,8 @@ import (
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/hitl/web"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/notify"
+	"github.com/polos-run/polos/perr"
 )
 
 // Approval defaults.

@@ -25,7 +25,7 @@ import (
 	"github.com/polos-run/polos/internal/cli/conn"
 	"github.com/polos-run/polos/internal/cli/grantscmd"
 	"github.com/polos-run/polos/internal/cli/policycmd"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/replay"
 )

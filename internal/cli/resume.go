@@ -11,7 +11,7 @@ import (
 
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 )
 
 func resumeCommand(s IO) *cli.Command {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/textsafe"
+	"github.com/polos-run/polos/perr"
 )
 
 func runCommand(s IO) *cli.Command {

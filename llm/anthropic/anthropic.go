@@ -26,8 +26,8 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/anthropics/anthropic-sdk-go/packages/param"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
+	"github.com/polos-run/polos/perr"
 )
 
 // Environment variables read when the config leaves a value empty.

@@ -33,8 +33,8 @@ import (
 	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/shared"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
+	"github.com/polos-run/polos/perr"
 )
 
 // Environment variables read when the config leaves a value empty.

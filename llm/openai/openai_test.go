@@ -5,12 +5,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
 	"github.com/polos-run/polos/llm/llmfake"
 	"github.com/polos-run/polos/llm/llmtest"
 	"github.com/polos-run/polos/llm/openai"
 	"github.com/polos-run/polos/llm/scripted"
+	"github.com/polos-run/polos/perr"
 )
 
 func newModel(t *testing.T, baseURL string) llm.Model {

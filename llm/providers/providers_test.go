@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
 	"github.com/polos-run/polos/llm/llmfake"
 	_ "github.com/polos-run/polos/llm/providers"
 	"github.com/polos-run/polos/llm/scripted"
+	"github.com/polos-run/polos/perr"
 )
 
 // Every provider is reachable through llm.New once this package is linked,

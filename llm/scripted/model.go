@@ -22,8 +22,8 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
+	"github.com/polos-run/polos/perr"
 )
 
 // DefaultModelName is reported as Response.Model when the request names none.

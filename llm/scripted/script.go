@@ -12,8 +12,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
+	"github.com/polos-run/polos/perr"
 )
 
 // Script is the ordered list of answers a scripted model gives: Entries[i]

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/llm"
 	"github.com/polos-run/polos/llm/scripted"
+	"github.com/polos-run/polos/perr"
 )
 
 const hello = `- tool_calls:

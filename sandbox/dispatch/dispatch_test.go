@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/dispatch"
 	"github.com/polos-run/polos/sandbox/local"

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/polos-run/polos/images"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/dispatch"
 	"github.com/polos-run/polos/sandbox/docker"

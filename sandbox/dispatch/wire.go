@@ -24,7 +24,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/sandbox"
 )

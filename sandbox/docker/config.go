@@ -13,7 +13,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 
 	"github.com/polos-run/polos/images"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/polos-run/polos/images"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

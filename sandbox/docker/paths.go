@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 )
 

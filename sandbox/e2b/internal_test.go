@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/e2b/e2bfake"
 	"github.com/polos-run/polos/sandbox/e2b/internal/wire"

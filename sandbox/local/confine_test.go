@@ -24,8 +24,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/local"
 )

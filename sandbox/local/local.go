@@ -53,7 +53,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/sandbox"
 	"github.com/polos-run/polos/sandbox/local/confine"
 )

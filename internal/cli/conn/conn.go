@@ -19,7 +19,7 @@ import (
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/config"
 	"github.com/polos-run/polos/creds"
-	"github.com/polos-run/polos/internal/perr"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/cli/conn"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/textsafe"
+	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/polos-run/polos/control"
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/internal/cli/grantscmd"
-	"github.com/polos-run/polos/internal/perr"
 	"github.com/polos-run/polos/internal/testutil"
+	"github.com/polos-run/polos/perr"
 )
 
 func run(t *testing.T, srv *testutil.Server, args ...string) (string, error) {
