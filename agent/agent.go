@@ -129,8 +129,8 @@ func Register(reg *polos.Registry, cfg Config, deps Deps) error {
 		if _, ok := cfg.custom(t); ok {
 			continue
 		}
-		if _, ok := toolDefs[t]; !ok {
-			return perr.New(CodeAgentConfig, "use exec, read, write, edit, glob, grep, ask_user", "agent %s: unknown tool %q", cfg.ID, t)
+		if _, err := lookupTool(t); err != nil {
+			return perr.Wrap(err, CodeAgentConfig, "", "agent %s", cfg.ID)
 		}
 	}
 	schema, err := compileSchema(cfg.ID, cfg.OutputSchema)
@@ -286,7 +286,7 @@ func (r *runState) callLLM(turn int, msgs []llm.Message) (LLMCall, error) {
 			req.Tools = append(req.Tools, ct.Tool)
 			continue
 		}
-		req.Tools = append(req.Tools, toolDefs[name])
+		req.Tools = append(req.Tools, builtinTools[name].Def)
 	}
 	runID := r.ctx.RunID()
 	est := llm.EstimateTokens(req) + int64(min(req.MaxTokens, DefaultOutputEstimate))
@@ -461,14 +461,15 @@ func (r *runState) runToolInner(turn, i int, tc llm.ToolCall) llm.ToolResult {
 	if ct, ok := r.cfg.custom(tc.Name); ok {
 		return r.runCustom(ct, tc, key)
 	}
-	req, err := parseToolInput(tc.Name, tc.Input)
+	spec := builtinTools[tc.Name] // Register checked every configured name
+	req, err := spec.Parse(tc.Input)
 	if err != nil {
 		return errorResult(tc.ID, "invalid arguments for %s: %v", tc.Name, err)
 	}
-	if tc.Name == ToolAskUser {
-		return r.askUser(tc, req.(askUserRequest), key)
+	if spec.Ask != nil {
+		return spec.Ask(r, tc, req, key)
 	}
-	dec := r.decide(tc.Name, req)
+	dec := r.decide(tc.Name, spec, req)
 	switch dec.Decision {
 	case policy.DecisionDeny:
 		why := ""
@@ -477,15 +478,15 @@ func (r *runState) runToolInner(turn, i int, tc llm.ToolCall) llm.ToolResult {
 		}
 		return errorResult(tc.ID, "denied by policy: %s", why)
 	case policy.DecisionAsk:
-		if refused, ok := r.approve(tc, key, approvalPayload(tc.Name, req, tc.Input, dec), req); !ok {
+		rejected := func(feedback string) llm.ToolResult { return spec.Rejected(req, feedback) }
+		if refused, ok := r.approve(tc, key, approvalPayload(spec.Approval(req, tc.Input), dec), rejected); !ok {
 			return refused
 		}
 	}
-	if x, ok := req.(sandbox.ExecRequest); ok {
-		x.Network = r.execNetwork(dec)
-		req = x
+	if spec.Network != nil {
+		req = spec.Network(req, r.execNetwork(dec))
 	}
-	return r.execute(tc, req)
+	return r.execute(tc, spec, req)
 }
 
 // execNetwork decides whether an exec that policy let through runs with
@@ -514,22 +515,20 @@ func (r *runState) execNetwork(dec PolicyRecord) bool {
 
 // approve suspends the run on an approval form and applies the decision:
 // a grant when the person chose allow_always, or the result the model sees
-// when it was rejected (ok false): for exec, exit code -1 and the
-// "Command rejected by user" stderr; for other tools, an error result.
-// A timeout counts as a rejection with feedback saying so.
-func (r *runState) approve(tc llm.ToolCall, key string, payload hitl.Payload, req any) (refused llm.ToolResult, ok bool) {
+// when it was rejected (ok false): rejected's result for the person's
+// feedback (toolSpec.Rejected: for exec, exit code -1 and the "Command
+// rejected by user" stderr; for other tools, an error result). A timeout
+// counts as a rejection with feedback saying so.
+func (r *runState) approve(tc llm.ToolCall, key string, payload hitl.Payload, rejected func(feedback string) llm.ToolResult) (refused llm.ToolResult, ok bool) {
 	raw, err := r.ctx.Suspend(key, payload, r.suspendOpts()...)
 	d, err := hitl.DecisionFromResume(raw, err)
 	if err != nil {
 		return errorResult(tc.ID, "approval failed: %v", err), false
 	}
 	if !d.Approved {
-		if x, isExec := req.(sandbox.ExecRequest); isExec {
-			b, _ := json.Marshal(hitl.RejectedExecResult(x.Command, d.Feedback))
-			return llm.ToolResult{ToolCallID: tc.ID, Content: string(b)}, false
-		}
-		b, _ := json.Marshal(hitl.RejectedToolResult(tc.Name, d.Feedback))
-		return llm.ToolResult{ToolCallID: tc.ID, Content: string(b), IsError: true}, false
+		res := rejected(d.Feedback)
+		res.ToolCallID = tc.ID
+		return res, false
 	}
 	if d.AllowAlways {
 		r.recordGrant(payload, d, key)
@@ -554,18 +553,8 @@ func (r *runState) suspendOpts() []polos.SuspendOption {
 	return nil
 }
 
-func approvalPayload(tool string, req any, input json.RawMessage, dec PolicyRecord) hitl.Payload {
-	var p hitl.Payload
-	switch x := req.(type) {
-	case sandbox.ExecRequest:
-		p = hitl.ExecApproval(x.Command, x.Cwd, x.Env)
-	case sandbox.WriteRequest:
-		p = hitl.PathApproval(x.Path, "write")
-	case sandbox.EditRequest:
-		p = hitl.PathApproval(x.Path, "edit")
-	default:
-		p = hitl.ToolApproval(tool, input)
-	}
+// approvalPayload adds the policy's reasons to a tool's approval form.
+func approvalPayload(p hitl.Payload, dec PolicyRecord) hitl.Payload {
 	if p.Form.Context == nil {
 		p.Form.Context = map[string]any{}
 	}
@@ -593,27 +582,11 @@ func (r *runState) recordGrant(p hitl.Payload, d hitl.Decision, key string) {
 	r.granted[string(kind)+":"+subject] = true
 }
 
-// decide evaluates the policy in a recorded step.
-func (r *runState) decide(tool string, req any) PolicyRecord {
+// decide evaluates the tool's policy check in a recorded step.
+func (r *runState) decide(tool string, spec toolSpec, req any) PolicyRecord {
 	rec, err := polos.Step(r.ctx, "policy:"+tool, func(c context.Context, _ string) (PolicyRecord, error) {
-		pc := r.policyContext()
-		var res policy.Result
-		var kind hitl.Kind
-		var subject string
-		switch x := req.(type) {
-		case sandbox.ExecRequest:
-			res, kind, subject = r.pol.CheckExec(policy.Exec{Command: x.Command, Env: x.Env, Cwd: x.Cwd}, pc), hitl.KindExec, x.Command
-		case sandbox.WriteRequest:
-			res, kind, subject = r.pol.CheckPath(policy.OpWrite, x.Path, pc), hitl.KindPath, hitl.PathSubject("write", x.Path)
-		case sandbox.EditRequest:
-			res, kind, subject = r.pol.CheckPath(policy.OpEdit, x.Path, pc), hitl.KindPath, hitl.PathSubject("edit", x.Path)
-		case sandbox.ReadRequest:
-			res = r.pol.CheckPath(policy.OpRead, x.Path, pc)
-		case sandbox.GlobRequest:
-			res = r.pol.CheckPath(policy.OpGlob, orDot(x.Cwd), pc)
-		case sandbox.GrepRequest:
-			res = r.pol.CheckPath(policy.OpGrep, orDot(x.Cwd), pc)
-		}
+		chk := spec.PolicyCheck(r.pol, r.policyContext(), req)
+		res, kind, subject := chk.Result, chk.Kind, chk.Subject
 		rec := PolicyRecord{Result: res}
 		// A grant names a command, not its env: an ask the exec env caused
 		// is never lifted by one.
@@ -637,13 +610,6 @@ func (r *runState) decide(tool string, req any) PolicyRecord {
 		return PolicyRecord{Result: policy.Result{Decision: policy.DecisionAsk, Reasons: []policy.Reason{{Rule: "error", Why: err.Error()}}}}
 	}
 	return rec
-}
-
-func orDot(s string) string {
-	if s == "" {
-		return "."
-	}
-	return s
 }
 
 func (r *runState) policyContext() policy.Context {
@@ -673,12 +639,12 @@ func (r *runState) askUser(tc llm.ToolCall, q askUserRequest, key string) llm.To
 // execute runs a tool in the sandbox inside a recorded step. A sandbox
 // that was lost is recreated (recorded) and the model is told its
 // environment was reset.
-func (r *runState) execute(tc llm.ToolCall, req any) llm.ToolResult {
+func (r *runState) execute(tc llm.ToolCall, spec toolSpec, req any) llm.ToolResult {
 	note := ""
 	for attempt := 0; attempt < 2; attempt++ {
 		info := r.ensureSandbox()
 		out, err := polos.Step(r.ctx, "tool:"+tc.Name, func(c context.Context, _ string) (ToolOutcome, error) {
-			return r.callSandbox(c, info, req)
+			return r.callSandbox(c, info, spec, req)
 		})
 		if err != nil {
 			return errorResult(tc.ID, "%s failed: %v", tc.Name, err)
@@ -768,7 +734,7 @@ func (r *runState) destroySandbox() {
 // callSandbox performs one tool call. Tool errors the model should see
 // (file not found, edit mismatch) are results, not step failures; only
 // infrastructure errors fail (and retry) the step.
-func (r *runState) callSandbox(c context.Context, info sandbox.Info, req any) (ToolOutcome, error) {
+func (r *runState) callSandbox(c context.Context, info sandbox.Info, tool toolSpec, req any) (ToolOutcome, error) {
 	if info.ID == "" {
 		return ToolOutcome{}, perr.New(sandbox.CodeUnavailable, "start a sandbox host (polosd --role sandbox)", "no sandbox could be created")
 	}
@@ -788,21 +754,7 @@ func (r *runState) callSandbox(c context.Context, info sandbox.Info, req any) (T
 		}
 		return ToolOutcome{}, err
 	}
-	var res any
-	switch x := req.(type) {
-	case sandbox.ExecRequest:
-		res, err = sb.Exec(c, x)
-	case sandbox.ReadRequest:
-		res, err = sb.Read(c, x)
-	case sandbox.WriteRequest:
-		res, err = sb.Write(c, x)
-	case sandbox.EditRequest:
-		res, err = sb.Edit(c, x)
-	case sandbox.GlobRequest:
-		res, err = sb.Glob(c, x)
-	case sandbox.GrepRequest:
-		res, err = sb.Grep(c, x)
-	}
+	res, err := tool.Run(c, sb, req)
 	if err != nil {
 		switch {
 		case sandbox.MustRecreate(err):
@@ -815,79 +767,6 @@ func (r *runState) callSandbox(c context.Context, info sandbox.Info, req any) (T
 	}
 	b, _ := json.Marshal(res)
 	return ToolOutcome{Output: b}, nil
-}
-
-type askUserRequest struct {
-	Question string       `json:"question"`
-	Fields   []hitl.Field `json:"fields,omitempty"`
-}
-
-// parseToolInput decodes and checks a tool call's arguments.
-func parseToolInput(name string, raw json.RawMessage) (any, error) {
-	if len(raw) == 0 {
-		raw = json.RawMessage("{}")
-	}
-	dec := func(v any) error {
-		if err := json.Unmarshal(raw, v); err != nil {
-			return fmt.Errorf("arguments are not a valid JSON object: %v", err)
-		}
-		return nil
-	}
-	need := func(field, v string) error {
-		if v == "" {
-			return fmt.Errorf("%q is required", field)
-		}
-		return nil
-	}
-	switch name {
-	case ToolExec:
-		var x sandbox.ExecRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		x.Network = false // only the policy opens the network (execNetwork)
-		return x, need("command", x.Command)
-	case ToolRead:
-		var x sandbox.ReadRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		return x, need("path", x.Path)
-	case ToolWrite:
-		var x sandbox.WriteRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		return x, need("path", x.Path)
-	case ToolEdit:
-		var x sandbox.EditRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		if err := need("path", x.Path); err != nil {
-			return nil, err
-		}
-		return x, need("old_text", x.OldText)
-	case ToolGlob:
-		var x sandbox.GlobRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		return x, need("pattern", x.Pattern)
-	case ToolGrep:
-		var x sandbox.GrepRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		return x, need("pattern", x.Pattern)
-	case ToolAskUser:
-		var x askUserRequest
-		if err := dec(&x); err != nil {
-			return nil, err
-		}
-		return x, need("question", x.Question)
-	}
-	return nil, fmt.Errorf("unknown tool %q", name)
 }
 
 // Cost estimates a call's cost in USD from public list prices per million
@@ -916,7 +795,8 @@ func (r *runState) runCustom(ct CustomTool, tc llm.ToolCall, key string) llm.Too
 		return errorResult(tc.ID, "invalid arguments for %s: not valid JSON", tc.Name)
 	}
 	if ct.Ask && !r.grantedTool(tc.Name) {
-		if refused, ok := r.approve(tc, key, hitl.ToolApproval(tc.Name, tc.Input), nil); !ok {
+		rejected := func(feedback string) llm.ToolResult { return rejectedTool(tc.Name, feedback) }
+		if refused, ok := r.approve(tc, key, hitl.ToolApproval(tc.Name, tc.Input), rejected); !ok {
 			return refused
 		}
 	}
