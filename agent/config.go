@@ -29,7 +29,7 @@ const (
 )
 
 // AllTools is the default tool set.
-var AllTools = []string{ToolExec, ToolRead, ToolWrite, ToolEdit, ToolGlob, ToolGrep, ToolAskUser}
+var AllTools = builtinNames()
 
 // Error codes.
 const (

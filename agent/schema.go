@@ -3,8 +3,12 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 
+	invopop "github.com/invopop/jsonschema"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/polos-run/polos/perr"
@@ -50,4 +54,41 @@ func checkOutput(s *jsonschema.Schema, text string) (json.RawMessage, error) {
 		return nil, perr.New(CodeOutputSchema, "answer with JSON matching the schema", "the answer does not match the output schema: %v", err)
 	}
 	return json.RawMessage(body), nil
+}
+
+// inputSchema is the JSON Schema of a tool's arguments, derived from its
+// request type Req: one property per JSON field, required unless the field
+// is omitempty; describe adds property descriptions and hide removes
+// fields the model may not set. Structs nested in a request (ask_user's
+// fields) are described as plain objects. It panics on a type it cannot
+// describe: the table is fixed at build time and its test catches that.
+func inputSchema[Req any](describe map[string]string, hide []string) json.RawMessage {
+	root := reflect.TypeFor[Req]()
+	r := invopop.Reflector{DoNotReference: true, ExpandedStruct: true, Anonymous: true, AllowAdditionalProperties: true,
+		Mapper: func(t reflect.Type) *invopop.Schema {
+			if t.Kind() == reflect.Struct && t != root {
+				return &invopop.Schema{Type: "object"}
+			}
+			return nil
+		}}
+	s := r.ReflectFromType(root)
+	s.Version = "" // no "$schema": the providers take a bare object schema
+	for _, name := range hide {
+		if _, ok := s.Properties.Delete(name); !ok {
+			panic(fmt.Sprintf("agent: %s has no field %q to hide", root, name))
+		}
+		s.Required = slices.DeleteFunc(s.Required, func(f string) bool { return f == name })
+	}
+	for name, d := range describe {
+		p, ok := s.Properties.Get(name)
+		if !ok {
+			panic(fmt.Sprintf("agent: %s has no field %q to describe", root, name))
+		}
+		p.Description = d
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("agent: schema of %s: %v", root, err))
+	}
+	return b
 }

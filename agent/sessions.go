@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/events"
 	"github.com/polos-run/polos/llm"
 	"github.com/polos-run/polos/perr"
@@ -66,4 +67,38 @@ func (s KVSessions) Save(ctx context.Context, agent, session string, msgs []llm.
 		return perr.Wrap(err, events.CodeStoreIO, "", "cannot save session %s (%d bytes)", session, len(b))
 	}
 	return nil
+}
+
+// SessionStore keeps conversations across runs of a session.
+type SessionStore interface {
+	Load(ctx context.Context, agent, session string) ([]llm.Message, error)
+	Save(ctx context.Context, agent, session string, msgs []llm.Message) error
+}
+
+// loadSession returns the conversation of earlier runs of this session (a
+// recorded step).
+func (r *runState) loadSession() []llm.Message {
+	if r.deps.Sessions == nil || r.ctx.Session() == "" {
+		return nil
+	}
+	msgs, err := polos.Step(r.ctx, "session:load", func(c context.Context, _ string) ([]llm.Message, error) {
+		return r.deps.Sessions.Load(c, r.cfg.ID, r.ctx.Session())
+	}, polos.Idempotent())
+	if err != nil {
+		return nil
+	}
+	return msgs
+}
+
+// saveSession stores the conversation for the session's next run, keeping
+// the last conversation_history messages without splitting a tool call
+// from its results.
+func (r *runState) saveSession() {
+	if r.deps.Sessions == nil || r.ctx.Session() == "" || r.msgs == nil {
+		return
+	}
+	keep := trimHistory(*r.msgs, r.historyLimit())
+	_, _ = polos.Step(r.ctx, "session:save", func(c context.Context, _ string) (bool, error) {
+		return true, r.deps.Sessions.Save(c, r.cfg.ID, r.ctx.Session(), keep)
+	}, polos.Idempotent())
 }

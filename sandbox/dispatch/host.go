@@ -308,35 +308,43 @@ func bare(info sandbox.Info) sandbox.Info {
 	return sandbox.Info{Provider: info.Provider, ID: info.ID, Image: info.Image, Workspace: info.Workspace, Confinement: info.Confinement}
 }
 
-// runTool decodes the tool request of op and runs it on sb.
-func runTool(ctx context.Context, sb sandbox.Sandbox, op string, raw json.RawMessage) (any, error) {
-	switch op {
-	case sandbox.OpExec:
-		return call(ctx, op, raw, sb.Exec)
-	case sandbox.OpRead:
-		return call(ctx, op, raw, sb.Read)
-	case sandbox.OpWrite:
-		return call(ctx, op, raw, sb.Write)
-	case sandbox.OpEdit:
-		return call(ctx, op, raw, sb.Edit)
-	case sandbox.OpGlob:
-		return call(ctx, op, raw, sb.Glob)
-	case sandbox.OpGrep:
-		return call(ctx, op, raw, sb.Grep)
-	}
-	return nil, perr.New(sandbox.CodeBadRequest, "use one of "+strings.Join(Ops, ", "), "unknown sandbox operation %q", op)
+// toolOps serve the tool operations, one entry per method of
+// sandbox.Sandbox: each decodes the "req" member into the method's request
+// type and calls it.
+var toolOps = map[string]toolOp{
+	sandbox.OpExec:  serveTool(sandbox.Sandbox.Exec),
+	sandbox.OpRead:  serveTool(sandbox.Sandbox.Read),
+	sandbox.OpWrite: serveTool(sandbox.Sandbox.Write),
+	sandbox.OpEdit:  serveTool(sandbox.Sandbox.Edit),
+	sandbox.OpGlob:  serveTool(sandbox.Sandbox.Glob),
+	sandbox.OpGrep:  serveTool(sandbox.Sandbox.Grep),
 }
 
-func call[Req, Res any](ctx context.Context, op string, raw json.RawMessage, fn func(context.Context, Req) (Res, error)) (any, error) {
-	var req Req
-	if err := decodeToolRequest(op, raw, &req); err != nil {
-		return nil, err
+type toolOp func(ctx context.Context, sb sandbox.Sandbox, op string, raw json.RawMessage) (any, error)
+
+// runTool decodes the tool request of op and runs it on sb; an op that is
+// not a tool is CodeBadRequest.
+func runTool(ctx context.Context, sb sandbox.Sandbox, op string, raw json.RawMessage) (any, error) {
+	serve, ok := toolOps[op]
+	if !ok {
+		return nil, perr.New(sandbox.CodeBadRequest, "use one of "+strings.Join(Ops, ", "), "unknown sandbox operation %q", op)
 	}
-	res, err := fn(ctx, req)
-	if err != nil {
-		return nil, err
+	return serve(ctx, sb, op, raw)
+}
+
+// serveTool adapts a sandbox.Sandbox method expression to a toolOp.
+func serveTool[Req, Res any](method func(sandbox.Sandbox, context.Context, Req) (Res, error)) toolOp {
+	return func(ctx context.Context, sb sandbox.Sandbox, op string, raw json.RawMessage) (any, error) {
+		var req Req
+		if err := decodeToolRequest(op, raw, &req); err != nil {
+			return nil, err
+		}
+		res, err := method(sb, ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
 	}
-	return res, nil
 }
 
 func cacheKey(provider, id string) string { return provider + "/" + id }
