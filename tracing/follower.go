@@ -23,6 +23,8 @@ const (
 	// DefaultLoadRetryDelay is how long an event whose history could not
 	// be read waits before it is tried again.
 	DefaultLoadRetryDelay = time.Second
+	// DefaultRootLookupTimeout bounds reading a child run's ancestors.
+	DefaultRootLookupTimeout = 5 * time.Second
 	// maxParentDepth bounds the walk from a child run to its root.
 	maxParentDepth = 32
 )
@@ -113,9 +115,6 @@ func (f *Follower) handle(ctx context.Context, msg jetstream.Msg) {
 			break // later messages export their own events
 		}
 		spans := t.Observe(ev)
-		if ev.Type == events.RunStarted && t.Parent != "" {
-			t.Root = f.rootOf(ctx, t.Parent)
-		}
 		if ev.Seq == seq {
 			for _, s := range spans {
 				f.sink.Export(s)
@@ -137,7 +136,13 @@ func (f *Follower) state(runID string) (*RunTrace, uint64) {
 	if t, ok := f.runs[runID]; ok {
 		return t, t.lastSeq
 	}
-	return NewRunTrace(f.ns, runID), 0
+	t := NewRunTrace(f.ns, runID)
+	t.RootOf = func(parent string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultRootLookupTimeout)
+		defer cancel()
+		return f.rootOf(ctx, parent)
+	}
+	return t, 0
 }
 
 func (f *Follower) keep(runID string, t *RunTrace, last uint64, done bool) {

@@ -82,8 +82,11 @@ func SpanIDOf(ns, runID, what string) trace.SpanID {
 type RunTrace struct {
 	NS, RunID string
 	// Root is the run at the top of the run's tree (the run itself when it
-	// has no parent). Set it after the run_started event, from Parent.
+	// has no parent), found with RootOf when run_started names a parent.
 	Root string
+	// RootOf maps a parent run to the root of its tree (nil: the parent is
+	// the root).
+	RootOf func(parent string) string
 	// Parent is the parent run (run_started's parent attribute), "" for a
 	// root run.
 	Parent string
@@ -111,8 +114,13 @@ func (t *RunTrace) Observe(ev events.Event) []Span {
 	switch ev.Type {
 	case events.RunStarted:
 		t.workflow, t.started, t.Parent = ev.Attr("workflow"), at, ev.Attr("parent")
-		if t.Parent == "" {
+		switch {
+		case t.Parent == "":
 			t.Root = t.RunID
+		case t.RootOf != nil:
+			t.Root = t.RootOf(t.Parent)
+		default:
+			t.Root = t.Parent
 		}
 	case events.StepStarted:
 		t.steps[ev.Pos] = at
@@ -148,6 +156,21 @@ func (t *RunTrace) Observe(ev events.Event) []Span {
 		return []Span{t.runSpan(ev, at)}
 	}
 	return nil
+}
+
+// HistorySpans returns every span a run's history ends: what a follower
+// exports for the run, message by message.
+func HistorySpans(ns string, hist []events.Event, rootOf func(parent string) string) []Span {
+	if len(hist) == 0 {
+		return nil
+	}
+	t := NewRunTrace(ns, hist[0].RunID)
+	t.RootOf = rootOf
+	var out []Span
+	for _, ev := range hist {
+		out = append(out, t.Observe(ev)...)
+	}
+	return out
 }
 
 // waitKey pairs a wait's opening and closing events: by position for

@@ -5,18 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/client"
@@ -25,65 +17,18 @@ import (
 	"github.com/polos-run/polos/internal/testutil"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/tracing"
+	"github.com/polos-run/polos/tracing/otlptest"
 )
-
-// otlpReceiver is an OTLP/HTTP trace receiver speaking the real protocol
-// (protobuf ExportTraceServiceRequest on POST /v1/traces).
-type otlpReceiver struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	spans []*tracepb.Span
-}
-
-func newReceiver(t *testing.T) *otlpReceiver {
-	r := &otlpReceiver{}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/v1/traces" || req.Header.Get("Content-Type") != "application/x-protobuf" {
-			http.Error(w, "want POST /v1/traces application/x-protobuf", http.StatusBadRequest)
-			return
-		}
-		b, _ := io.ReadAll(req.Body)
-		var m coltrace.ExportTraceServiceRequest
-		if err := proto.Unmarshal(b, &m); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.mu.Lock()
-		for _, rs := range m.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				r.spans = append(r.spans, ss.Spans...)
-			}
-		}
-		r.mu.Unlock()
-		out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		_, _ = w.Write(out)
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func (r *otlpReceiver) byID() map[string][]*tracepb.Span {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := map[string][]*tracepb.Span{}
-	for _, s := range r.spans {
-		m[hex.EncodeToString(s.SpanId)] = append(m[hex.EncodeToString(s.SpanId)], s)
-	}
-	return m
-}
 
 type rig struct {
 	srv *testutil.Server
 	cl  *client.Client
 	st  *events.Store
-	rec *otlpReceiver
+	rec *otlptest.Receiver
 }
 
 func newRig(t *testing.T) *rig {
-	rec := newReceiver(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rec.srv.URL)
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	rec := otlptest.Start(t)
 	srv := testutil.StartServer(t)
 	reg := polos.NewRegistry()
 	polos.Register(reg, "leaf", func(ctx polos.Context, n int) (int, error) {
@@ -163,14 +108,8 @@ func (r *rig) expected(t *testing.T, runs ...string) map[string]tracing.Span {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt := tracing.NewRunTrace("default", id)
-		for _, ev := range hist {
-			for _, s := range rt.Observe(ev) {
-				want[s.ID.String()] = s
-			}
-			if ev.Type == events.RunStarted && rt.Parent != "" {
-				rt.Root = rt.Parent // one level in this test
-			}
+		for _, s := range tracing.HistorySpans("default", hist, nil) {
+			want[s.ID.String()] = s
 		}
 	}
 	return want
@@ -215,9 +154,9 @@ func TestSpansExactlyOnceAcrossAFollowerRestart(t *testing.T) {
 	}
 	want := r.expected(t, id, child)
 	testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
-		if got := len(r.rec.byID()); got < len(want) {
+		if got := len(r.rec.ByID()); got < len(want) {
 			var have []string
-			for _, s := range r.rec.byID() {
+			for _, s := range r.rec.ByID() {
 				have = append(have, s[0].Name)
 			}
 			return fmt.Errorf("%d of %d spans received: %q", got, len(want), have)
@@ -226,7 +165,7 @@ func TestSpansExactlyOnceAcrossAFollowerRestart(t *testing.T) {
 	})
 	stop()
 
-	got := r.rec.byID()
+	got := r.rec.ByID()
 	var names []string
 	for sid, w := range want {
 		spans := got[sid]
@@ -260,15 +199,7 @@ func TestSpansExactlyOnceAcrossAFollowerRestart(t *testing.T) {
 		}
 	}
 	for _, s := range got[tracing.SpanIDOf("default", id, "wait/suspend/approve").String()] {
-		attrs := map[string]any{}
-		for _, a := range s.Attributes {
-			switch v := a.Value.Value.(type) {
-			case *commonpb.AnyValue_StringValue:
-				attrs[a.Key] = v.StringValue
-			case *commonpb.AnyValue_BoolValue:
-				attrs[a.Key] = v.BoolValue
-			}
-		}
+		attrs := otlptest.Attrs(s)
 		if attrs["polos.decided_by"] != "alice" || attrs["polos.approved"] != true {
 			t.Errorf("approval span attributes %v", attrs)
 		}
