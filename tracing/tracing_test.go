@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/polos-run/polos"
 	"github.com/polos-run/polos/client"
 	"github.com/polos-run/polos/events"
