@@ -243,7 +243,7 @@ func WakerConsumerConfig(ns string, p int) jetstream.ConsumerConfig {
 
 // DefaultTracerAckWait bounds how long an event handed to a tracer that
 // died unacknowledged waits before it is redelivered.
-const DefaultTracerAckWait = 30 * time.Second
+const DefaultTracerAckWait = 5 * time.Second
 
 // TracerConsumerConfig is the durable consumer of every event of partition
 // p for namespace ns's tracer. It starts at the events appended after it

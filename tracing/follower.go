@@ -25,12 +25,24 @@ const (
 	DefaultLoadRetryDelay = time.Second
 	// DefaultRootLookupTimeout bounds reading a child run's ancestors.
 	DefaultRootLookupTimeout = 5 * time.Second
+	// DefaultAckInterval is how often the follower flushes the exporter
+	// and then acknowledges the messages whose spans it exported.
+	DefaultAckInterval = 200 * time.Millisecond
+	// DefaultAckBatch flushes and acknowledges early once this many
+	// messages wait.
+	DefaultAckBatch = 256
+	// DefaultFlushTimeout bounds one flush of the exporter.
+	DefaultFlushTimeout = 30 * time.Second
 	// maxParentDepth bounds the walk from a child run to its root.
 	maxParentDepth = 32
 )
 
-// Sink receives the spans a Follower derives (an *Exporter).
-type Sink interface{ Export(Span) }
+// Sink receives the spans a Follower derives (an *Exporter). Flush
+// returns once every span handed to Export was exported.
+type Sink interface {
+	Export(Span)
+	Flush(ctx context.Context) error
+}
 
 // Follower reads every event appended to the runs of a namespace through
 // one durable consumer per run partition (protocol.TracerConsumer) and
@@ -45,7 +57,13 @@ type Sink interface{ Export(Span) }
 // run evicted from memory, rebuilds the run's state from its history
 // without emitting old spans again. A follower that dies after exporting and before acking
 // re-exports that message's spans with the same ids; a collector sees one
-// span id twice, never two different spans for one step.
+// span id twice, never two different spans for one step. Messages are
+// acknowledged only after the exporter flushed their spans (every
+// DefaultAckInterval), so a follower killed with spans still in the
+// exporter's buffer loses none: their messages come back after
+// protocol.DefaultTracerAckWait. A collector that stays unreachable past
+// the exporter's own retries loses the spans of that batch (logged); the
+// histories keep everything, and HistorySpans derives them again.
 type Follower struct {
 	st   *events.Store
 	ns   string
@@ -58,6 +76,10 @@ type Follower struct {
 	roots map[string]string
 
 	exported atomic.Int64
+
+	flushMu        sync.Mutex      // one flush at a time
+	pending        []jetstream.Msg // handled, acked after the next flush (under mu)
+	flushErrLogged time.Time
 }
 
 // NewFollower returns a follower of st's namespace that exports to sink.
@@ -78,6 +100,21 @@ func (f *Follower) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(DefaultAckInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				f.flushAcks()
+			}
+		}
+	}()
+	defer f.flushAcks() // what was handled before the end
 	errs := make([]error, protocol.RunPartitions)
 	for p := 0; p < protocol.RunPartitions; p++ {
 		wg.Add(1)
@@ -125,7 +162,36 @@ func (f *Follower) handle(ctx context.Context, msg jetstream.Msg) {
 		done = done || ev.Type.IsTerminal()
 	}
 	f.keep(runID, t, last, done)
-	_ = msg.Ack()
+	f.mu.Lock()
+	f.pending = append(f.pending, msg)
+	full := len(f.pending) >= DefaultAckBatch
+	f.mu.Unlock()
+	if full {
+		f.flushAcks()
+	}
+}
+
+// flushAcks flushes the exporter and acknowledges the messages whose spans
+// it held.
+func (f *Follower) flushAcks() {
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	f.mu.Lock()
+	msgs := f.pending
+	f.pending = nil
+	f.mu.Unlock()
+	if len(msgs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultFlushTimeout)
+	defer cancel()
+	if err := f.sink.Flush(ctx); err != nil && time.Since(f.flushErrLogged) > time.Minute {
+		f.flushErrLogged = time.Now()
+		f.log.Warn("tracing: the exporter could not deliver spans; they are dropped (the histories keep the events)", "messages", len(msgs), "err", err)
+	}
+	for _, m := range msgs {
+		_ = m.Ack()
+	}
 }
 
 // state returns the run's tracing state and the last sequence it has seen

@@ -234,8 +234,8 @@ func describeStep(s *Span, ev events.Event) {
 	switch kind {
 	case "llm":
 		var c agent.LLMCall
-		if json.Unmarshal(ev.Data, &c) != nil {
-			return
+		if json.Unmarshal(ev.Data, &c) != nil || c.Model == "" && c.Response.Model == "" {
+			return // not an agent's model call (a workflow's own step of that name)
 		}
 		s.Name, s.Kind = "chat "+c.Model, trace.SpanKindClient
 		u := c.Response.Usage
@@ -255,6 +255,9 @@ func describeStep(s *Span, ev events.Event) {
 		var out agent.ToolOutcome
 		if json.Unmarshal(ev.Data, &out) != nil {
 			return
+		}
+		if out.Output == nil {
+			out.Output = ev.Data // a workflow's own tool step records the result itself
 		}
 		s.Name = "execute_tool " + arg
 		s.Attrs = append(s.Attrs, attribute.String("gen_ai.operation.name", "execute_tool"), attribute.String("gen_ai.tool.name", arg),
