@@ -278,6 +278,7 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 	srv := testutil.StartServer(t)
 	cl, _ := newClient(srv)
 	reaper := startReaper(t, srv.NC)
+	spans := startSpanCheck(t, srv)
 	r := newCrashRig(t, srv.ClientURL(), srv.ChildEnv("executor"), cl, 2)
 	stop := make(chan struct{})
 	go func() { // the chaos monkey
@@ -301,8 +302,10 @@ func TestKill9ExecutorsMidStep(t *testing.T) {
 	if len(r.kills) == 0 || inFlight == 0 {
 		t.Fatalf("the fault did not land: %d kills, %d steps in flight at a kill", len(r.kills), inFlight)
 	}
+	// Spans come from the histories, not the replayed code: each once.
+	nSpans := spans.check(t, hists)
 	reportChaos(t, chaosRow{Fault: "executor kill -9", Runs: len(r.ids), Faults: len(r.kills), InFlight: inFlight,
-		Rerun: uncertainTotal, Recovery: recov, Note: fmt.Sprintf("%d runs handed over by the reaper", reaper.Reaped())})
+		Rerun: uncertainTotal, Recovery: recov, Note: fmt.Sprintf("%d runs handed over by the reaper; %d OTLP spans, each once", reaper.Reaped(), nSpans)})
 	if p99 := percentile(recov, 99); size.full && p99 > time.Second {
 		t.Errorf("recovery p99 %v, want <= 1s", p99)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/polos-run/polos/events"
-	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 )
 
@@ -20,7 +19,6 @@ const (
 	// DefaultWakeRetryDelay is how long a signal whose run could not be
 	// queued waits before it is tried again.
 	DefaultWakeRetryDelay = time.Second
-	wakerPullExpiry       = 5 * time.Second
 )
 
 // Waker makes every recorded signal move its run: it reads each signal
@@ -75,26 +73,7 @@ func (w *Waker) Run(ctx context.Context) error {
 }
 
 func (w *Waker) runPartition(ctx context.Context, p int) error {
-	stream, name := protocol.RunsStreamName(p), protocol.WakerConsumer(w.ns, p)
-	cons, err := w.js.Consumer(ctx, stream, name)
-	if err != nil {
-		return protocol.Unavailable(err, events.CodeStoreIO, "cannot open the waker consumer %s", name)
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(wakerPullExpiry))
-	if err != nil {
-		return perr.Wrap(err, events.CodeStoreIO, "", "cannot pull signals from %s", stream)
-	}
-	go func() { <-ctx.Done(); iter.Stop() }()
-	for {
-		msg, err := iter.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return nil
-			}
-			continue // pull errors (a broker restart) are retried by the iterator
-		}
-		w.wake(ctx, msg)
-	}
+	return protocol.PullEach(ctx, w.js, protocol.RunsStreamName(p), protocol.WakerConsumer(w.ns, p), func(msg jetstream.Msg) { w.wake(ctx, msg) })
 }
 
 func (w *Waker) wake(ctx context.Context, msg jetstream.Msg) {

@@ -83,6 +83,11 @@ func RunsStreams() []string {
 // (executor.Waker).
 func WakerConsumer(ns string, p int) string { return "polos_waker_" + ns + "_" + strconv.Itoa(p) }
 
+// TracerConsumer is the durable consumer of run partition p through which
+// polosd's tracer turns every appended event into OpenTelemetry spans
+// (package tracing). It exists only where tracing was switched on.
+func TracerConsumer(ns string, p int) string { return "polos_tracer_" + ns + "_" + strconv.Itoa(p) }
+
 // ExecutorConsumer is the durable pull consumer all executors of a
 // namespace share.
 func ExecutorConsumer(ns string) string { return "polos_executors_" + ns }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/polos-run/polos/events"
+	"github.com/polos-run/polos/tracing/otlptest"
 )
 
 // The seed scenario end to end through the CLI, with the scripted model:
@@ -24,7 +25,8 @@ func TestSeedCodingAgentThroughCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
-	d := startPolosd(t, data, "--config", cfgPath)
+	traces := otlptest.Start(t)
+	d := startPolosdEnv(t, data, otelEnv(traces), "--config", cfgPath)
 	r := mustOK(t, polos(t, d, "run", "local_coding_agent", "--detach", "-o", "json", "--input", "Create hello.js that prints 'Hello, world!' and run it."))
 	var v struct{ ID string }
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
@@ -35,7 +37,7 @@ func TestSeedCodingAgentThroughCLI(t *testing.T) {
 		t.Fatalf("waiting %+v", s.Waiting)
 	}
 	d.kill9()
-	d = startPolosd(t, data, "--config", cfgPath)
+	d = startPolosdEnv(t, data, otelEnv(traces), "--config", cfgPath)
 	mustOK(t, polos(t, d, "resume", v.ID, "approve-1-0", "--approve"))
 	testWaitStep(t, d, v.ID, "approve-2-0")
 	mustOK(t, polos(t, d, "resume", v.ID, "--approve")) // the only waiting step
@@ -62,6 +64,8 @@ func TestSeedCodingAgentThroughCLI(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(ws, "hello.js")); !strings.Contains(string(b), "Hello, world!") {
 		t.Fatalf("hello.js: %q", b)
 	}
+	n, dups := checkTraces(t, traces, hist, true)
+	t.Logf("%d OTLP spans from the agent's history across a polosd kill -9, %d received twice", n, dups)
 }
 
 func testWaitStep(t *testing.T, d *daemon, id, key string) {

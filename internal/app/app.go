@@ -41,6 +41,7 @@ import (
 	"github.com/polos-run/polos/sandbox/docker"
 	"github.com/polos-run/polos/sandbox/e2b"
 	"github.com/polos-run/polos/sandbox/local"
+	"github.com/polos-run/polos/tracing"
 )
 
 // Roles a polosd process can take.
@@ -64,6 +65,8 @@ const (
 	// start (LogStreamLosses).
 	DefaultLossCheckTimeout = 10 * time.Second
 	httpReadHeaderTimeout   = 10 * time.Second
+	// DefaultTraceFlushTimeout bounds exporting the last spans at shutdown.
+	DefaultTraceFlushTimeout = 5 * time.Second
 )
 
 // Error codes.
@@ -205,8 +208,9 @@ type Daemon struct {
 	execs         []*executor.Executor
 	execStop      context.CancelFunc
 	execWG        sync.WaitGroup
-	bgStop        context.CancelFunc // the reaper and the waker
+	bgStop        context.CancelFunc // the reaper, the waker and the tracer
 	bgWG          sync.WaitGroup
+	traces        *tracing.Exporter // nil unless OTEL_EXPORTER_OTLP_* asks for traces
 }
 
 // Start brings every component of the role up and writes the ready file.
@@ -543,7 +547,15 @@ func (d *Daemon) startWatchers() error {
 	d.bgStop = cancel
 	reaper := executor.NewReaper(d.nc, d.js, d.o.Namespace, d.o.Logger)
 	waker := executor.NewWaker(st, d.o.Logger)
-	for name, run := range map[string]func(context.Context) error{"reaper": reaper.Run, "waker": waker.Run} {
+	watchers := map[string]func(context.Context) error{"reaper": reaper.Run, "waker": waker.Run}
+	if tracing.Enabled() {
+		if d.traces, err = tracing.NewOTLPExporter(ctx); err != nil {
+			return err
+		}
+		watchers["tracer"] = tracing.NewFollower(st.WithWriter("polosd-tracer"), d.traces, d.o.Logger).Run
+		d.o.Logger.Info("tracing: exporting spans derived from run histories over OTLP")
+	}
+	for name, run := range watchers {
 		d.bgWG.Add(1)
 		go func() {
 			defer d.bgWG.Done()
@@ -580,6 +592,13 @@ func (d *Daemon) Stop() {
 	if d.bgStop != nil {
 		d.bgStop()
 		d.bgWG.Wait()
+		if d.traces != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), DefaultTraceFlushTimeout)
+			if err := d.traces.Shutdown(sctx); err != nil {
+				log.Warn("tracing: spans not flushed at shutdown", "err", err)
+			}
+			cancel()
+		}
 	}
 	if d.host != nil {
 		_ = d.host.Close()
