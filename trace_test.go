@@ -35,7 +35,7 @@ func startSpanCheck(t *testing.T, srv *testutil.Server) *spanCheck {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := protocol.ProvisionTracer(ctx, srv.JS, "default"); err != nil {
+	if err := protocol.ProvisionTelemetry(ctx, srv.JS, "default"); err != nil {
 		t.Fatal(err)
 	}
 	c.x, c.stop = x, cancel

@@ -109,6 +109,12 @@ func New(o Options) *Server {
 // API; mounted handlers are not behind the API key.
 func (s *Server) Mount(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// MountAuth adds a handler under pattern behind the API key, like the
+// API's own routes (/metrics, /debug/pprof/).
+func (s *Server) MountAuth(pattern string, h http.Handler) {
+	s.mux.HandleFunc(pattern, s.auth(h.ServeHTTP))
+}
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 

@@ -83,10 +83,11 @@ func RunsStreams() []string {
 // (executor.Waker).
 func WakerConsumer(ns string, p int) string { return "polos_waker_" + ns + "_" + strconv.Itoa(p) }
 
-// TracerConsumer is the durable consumer of run partition p through which
-// polosd's tracer turns every appended event into OpenTelemetry spans
-// (package tracing). It exists only where tracing was switched on.
-func TracerConsumer(ns string, p int) string { return "polos_tracer_" + ns + "_" + strconv.Itoa(p) }
+// TelemetryConsumer is the durable consumer of run partition p through which
+// polosd's server role turns every appended event into OpenTelemetry spans
+// and Prometheus metrics (packages tracing and metrics). It exists only
+// where tracing or the HTTP API (which serves /metrics) is on.
+func TelemetryConsumer(ns string, p int) string { return "polos_telemetry_" + ns + "_" + strconv.Itoa(p) }
 
 // ExecutorConsumer is the durable pull consumer all executors of a
 // namespace share.
@@ -104,4 +105,14 @@ func QueueOrDefault(queue string) string {
 		return DefaultQueue
 	}
 	return queue
+}
+
+// AllStreams lists every stream Polos provisions: the run partitions, the
+// tasks and events streams, the KV buckets' and the object store's.
+func AllStreams() []string {
+	out := append(RunsStreams(), TasksStream, EventsStream)
+	for _, b := range KVBuckets {
+		out = append(out, KVStream(b))
+	}
+	return append(out, ObjectStream(BlobStore))
 }

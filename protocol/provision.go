@@ -241,32 +241,33 @@ func WakerConsumerConfig(ns string, p int) jetstream.ConsumerConfig {
 	}
 }
 
-// DefaultTracerAckWait bounds how long an event handed to a tracer that
-// died unacknowledged waits before it is redelivered.
-const DefaultTracerAckWait = 5 * time.Second
+// DefaultTelemetryAckWait bounds how long an event handed to a telemetry
+// follower that died unacknowledged waits before it is redelivered.
+const DefaultTelemetryAckWait = 5 * time.Second
 
-// TracerConsumerConfig is the durable consumer of every event of partition
-// p for namespace ns's tracer. It starts at the events appended after it
-// was created (a tracer switched on later does not trace old runs).
-func TracerConsumerConfig(ns string, p int) jetstream.ConsumerConfig {
+// TelemetryConsumerConfig is the durable consumer of every event of
+// partition p for namespace ns's telemetry (traces and metrics). It starts
+// at the events appended after it was created (telemetry switched on later
+// does not cover old runs).
+func TelemetryConsumerConfig(ns string, p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       TracerConsumer(ns, p),
-		Description:   "Polos tracer: OpenTelemetry spans from run histories (namespace " + ns + ")",
+		Durable:       TelemetryConsumer(ns, p),
+		Description:   "Polos telemetry: OpenTelemetry spans and metrics from run histories (namespace " + ns + ")",
 		FilterSubject: PartitionFilter(ns, p),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       DefaultTracerAckWait,
+		AckWait:       DefaultTelemetryAckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: DefaultMaxAckPending,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 	}
 }
 
-// ProvisionTracer creates (or repairs) the tracer's consumers of
+// ProvisionTelemetry creates (or repairs) the telemetry consumers of
 // namespace ns, one per run partition. Provision does not: a namespace
-// without tracing keeps no consumer that would hold its events.
-func ProvisionTracer(ctx context.Context, js jetstream.JetStream, ns string) error {
+// without telemetry keeps no consumer that would hold its events.
+func ProvisionTelemetry(ctx context.Context, js jetstream.JetStream, ns string) error {
 	for p := 0; p < RunPartitions; p++ {
-		if err := ensureConsumer(ctx, js, RunsStreamName(p), TracerConsumerConfig(ns, p)); err != nil {
+		if err := ensureConsumer(ctx, js, RunsStreamName(p), TelemetryConsumerConfig(ns, p)); err != nil {
 			return err
 		}
 	}

@@ -37,15 +37,36 @@ const (
 	maxParentDepth = 32
 )
 
-// Sink receives the spans a Follower derives (an *Exporter). Flush
-// returns once every span handed to Export was exported.
+// Sink receives the spans a Follower derives (an *Exporter, the metrics).
+// Flush returns once every span handed to Export was delivered.
 type Sink interface {
 	Export(Span)
 	Flush(ctx context.Context) error
 }
 
+// Tee is a Sink that hands every span to each of its sinks.
+type Tee []Sink
+
+// Export implements Sink.
+func (t Tee) Export(s Span) {
+	for _, k := range t {
+		k.Export(s)
+	}
+}
+
+// Flush implements Sink: every sink is flushed, the first error returned.
+func (t Tee) Flush(ctx context.Context) error {
+	var first error
+	for _, k := range t {
+		if err := k.Flush(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // Follower reads every event appended to the runs of a namespace through
-// one durable consumer per run partition (protocol.TracerConsumer) and
+// one durable consumer per run partition (protocol.TelemetryConsumer) and
 // exports the spans they end.
 //
 // Exactly once, under failure: each message exports the spans its own
@@ -61,7 +82,7 @@ type Sink interface {
 // acknowledged only after the exporter flushed their spans (every
 // DefaultAckInterval), so a follower killed with spans still in the
 // exporter's buffer loses none: their messages come back after
-// protocol.DefaultTracerAckWait. A collector that stays unreachable past
+// protocol.DefaultTelemetryAckWait. A collector that stays unreachable past
 // the exporter's own retries loses the spans of that batch (logged); the
 // histories keep everything, and HistorySpans derives them again.
 type Follower struct {
@@ -96,7 +117,7 @@ func (f *Follower) Exported() int64 { return f.exported.Load() }
 // Run creates the tracer's consumers if needed and follows every
 // partition until ctx ends.
 func (f *Follower) Run(ctx context.Context) error {
-	if err := protocol.ProvisionTracer(ctx, f.st.JS(), f.ns); err != nil {
+	if err := protocol.ProvisionTelemetry(ctx, f.st.JS(), f.ns); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -120,7 +141,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[p] = protocol.PullEach(ctx, f.st.JS(), protocol.RunsStreamName(p), protocol.TracerConsumer(f.ns, p), func(msg jetstream.Msg) { f.handle(ctx, msg) })
+			errs[p] = protocol.PullEach(ctx, f.st.JS(), protocol.RunsStreamName(p), protocol.TelemetryConsumer(f.ns, p), func(msg jetstream.Msg) { f.handle(ctx, msg) })
 		}()
 	}
 	wg.Wait()

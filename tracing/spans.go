@@ -191,7 +191,7 @@ func waitKey(ev events.Event) string {
 func (t *RunTrace) span(what, name string, start, end time.Time) Span {
 	return Span{TraceID: TraceIDOf(t.NS, t.Root), ID: SpanIDOf(t.NS, t.RunID, what),
 		Parent: SpanIDOf(t.NS, t.RunID, "run"), Name: name, Kind: trace.SpanKindInternal, Start: start, End: end,
-		Attrs: []attribute.KeyValue{attribute.String("polos.run_id", t.RunID)}}
+		Attrs: []attribute.KeyValue{attribute.String("polos.run_id", t.RunID), attribute.String("polos.workflow", t.workflow)}}
 }
 
 func (t *RunTrace) runSpan(ev events.Event, end time.Time) Span {
@@ -202,7 +202,7 @@ func (t *RunTrace) runSpan(ev events.Event, end time.Time) Span {
 		s.Attrs = append(s.Attrs, attribute.String("polos.parent_run_id", t.Parent))
 	}
 	s.Kind = trace.SpanKindServer
-	s.Attrs = append(s.Attrs, attribute.String("polos.workflow", t.workflow), attribute.String("polos.status", strings.TrimPrefix(string(ev.Type), "run_")))
+	s.Attrs = append(s.Attrs, attribute.String("polos.status", strings.TrimPrefix(string(ev.Type), "run_")))
 	if ev.Err != nil {
 		s.Err = errText(ev.Err)
 	}
@@ -288,6 +288,12 @@ func describeStep(s *Span, ev events.Event) {
 		}
 		if rec.Grant != "" {
 			s.Attrs = append(s.Attrs, attribute.String("polos.policy.grant", rec.Grant))
+		}
+	case "ratelimit":
+		var waitMs int64
+		if json.Unmarshal(ev.Data, &waitMs) == nil {
+			s.Name = "rate_limit"
+			s.Attrs = append(s.Attrs, attribute.Int64("polos.rate_limit.wait_ms", waitMs))
 		}
 	case "sandbox":
 		s.Name = "sandbox " + arg

@@ -83,7 +83,7 @@ func (r *rig) follow(t *testing.T) (stop func()) {
 	// The consumers exist once Run provisioned them.
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		for p := 0; p < protocol.RunPartitions; p++ {
-			if _, err := r.srv.JS.Consumer(ctx, protocol.RunsStreamName(p), protocol.TracerConsumer("default", p)); err != nil {
+			if _, err := r.srv.JS.Consumer(ctx, protocol.RunsStreamName(p), protocol.TelemetryConsumer("default", p)); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,9 @@ package main_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +47,41 @@ func TestTracesSurviveAPolosdKill9(t *testing.T) {
 	mustOK(t, polos(t, d, "result", id, "--timeout", "90s"))
 	n, dups := checkTraces(t, rec, history(t, d, id), false)
 	t.Logf("%d spans across a polosd kill -9 mid-step, %d received twice", n, dups)
+
+	// The same follower feeds /metrics, behind the API key like pprof.
+	key, err := os.ReadFile(d.ready.HTTPKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string, withKey bool) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, d.ready.HTTPURL+path, nil)
+		if withKey {
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/metrics", "/debug/pprof/"} {
+		if code, _ := get(p, false); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without the key: %d, want 401", p, code)
+		}
+	}
+	if code, _ := get("/debug/pprof/", true); code != http.StatusOK {
+		t.Errorf("GET /debug/pprof/ with the key: %d", code)
+	}
+	want := `polos_runs_finished_total{namespace="default",status="completed",workflow="demo"} 1`
+	testutil.CheckFor(t, waitLong, 100*time.Millisecond, func() error {
+		code, body := get("/metrics", true)
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			return fmt.Errorf("GET /metrics: %d, no %s in:\n%.3000s", code, want, body)
+		}
+		return nil
+	})
 }
 
 // checkTraces waits until every span the history ends was received and

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,7 @@ import (
 	"github.com/polos-run/polos/hitl"
 	"github.com/polos-run/polos/httpapi"
 	"github.com/polos-run/polos/index"
+	"github.com/polos-run/polos/metrics"
 	"github.com/polos-run/polos/perr"
 	"github.com/polos-run/polos/protocol"
 	"github.com/polos-run/polos/ratelimit"
@@ -211,6 +213,7 @@ type Daemon struct {
 	bgStop        context.CancelFunc // the reaper, the waker and the tracer
 	bgWG          sync.WaitGroup
 	traces        *tracing.Exporter // nil unless OTEL_EXPORTER_OTLP_* asks for traces
+	metrics       *metrics.Metrics  // nil without HTTP
 }
 
 // Start brings every component of the role up and writes the ready file.
@@ -420,6 +423,10 @@ func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
 	if d.o.Mount != nil {
 		d.o.Mount(api, deps)
 	}
+	if d.metrics != nil {
+		api.MountAuth("GET /metrics", d.metrics.Handler())
+	}
+	mountPprof(api)
 	if err := d.serveHTTP(api); err != nil {
 		return err
 	}
@@ -434,6 +441,15 @@ func (d *Daemon) startHTTP(reg httpapi.Workflows, deps Deps) error {
 	}
 	fmt.Fprintf(d.o.Out, "polosd: http %s (%s)\n", d.ready.HTTPURL, auth)
 	return nil
+}
+
+// mountPprof serves the Go profiler under /debug/pprof/, behind the API key.
+func mountPprof(api *httpapi.Server) {
+	api.MountAuth("/debug/pprof/", http.HandlerFunc(pprof.Index))
+	api.MountAuth("/debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+	api.MountAuth("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	api.MountAuth("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	api.MountAuth("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 }
 
 // serveHTTP listens on --http and serves h until Stop.
@@ -548,12 +564,22 @@ func (d *Daemon) startWatchers() error {
 	reaper := executor.NewReaper(d.nc, d.js, d.o.Namespace, d.o.Logger)
 	waker := executor.NewWaker(st, d.o.Logger)
 	watchers := map[string]func(context.Context) error{"reaper": reaper.Run, "waker": waker.Run}
+	// Telemetry: spans and metrics derived from the histories by one
+	// follower (docs/observability.md).
+	var sinks tracing.Tee
 	if tracing.Enabled() {
 		if d.traces, err = tracing.NewOTLPExporter(ctx); err != nil {
 			return err
 		}
-		watchers["tracer"] = tracing.NewFollower(st.WithWriter("polosd-tracer"), d.traces, d.o.Logger).Run
+		sinks = append(sinks, d.traces)
 		d.o.Logger.Info("tracing: exporting spans derived from run histories over OTLP")
+	}
+	if d.o.HTTP != "" {
+		d.metrics = metrics.New(metrics.Options{JS: d.js, Reader: st.Reader(), Namespace: d.o.Namespace, Logger: d.o.Logger})
+		sinks = append(sinks, d.metrics)
+	}
+	if len(sinks) > 0 {
+		watchers["telemetry"] = tracing.NewFollower(st.WithWriter("polosd-telemetry"), sinks, d.o.Logger).Run
 	}
 	for name, run := range watchers {
 		d.bgWG.Add(1)
