@@ -269,6 +269,9 @@ type runState struct {
 	granted map[string]bool // allow-always grants made in this run (kind:subject)
 	// sharedSandbox: the sandbox came with the input; its owner destroys it.
 	sharedSandbox bool
+	// fromStep: the tool result being built is a recorded tool step's
+	// outcome (runTool records the others).
+	fromStep string
 }
 
 func (r *runState) checkGuardrails(out Output) error {

@@ -272,6 +272,13 @@ func TestRejectionFeedbackAllowAlwaysAndNoRepeatedLLMCalls(t *testing.T) {
 	if len(outs) != 2 || !strings.Contains(outs[1], "hi") {
 		t.Fatalf("exec outputs %v", outs)
 	}
+	// What the agent was told is in the history: the rejection with its
+	// feedback as text, the executed commands by their recorded steps.
+	told := toolResults(hist)
+	if len(told) != 3 || !strings.Contains(told[0]["content"], "User feedback: do not install packages; use echo") ||
+		told[1]["step"] != "tool:exec" || told[2]["step"] != "tool:exec" || told[1]["content"] != "" {
+		t.Fatalf("tool_result annotations %v", told)
+	}
 	// A new run in the same session: the grant applies there too.
 	id2, _, _ := e.cl.Start(context.Background(), "coder", "again", client.StartOptions{Session: "s1"})
 	_ = id2
@@ -307,6 +314,22 @@ func TestUnknownToolAndMalformedArgumentsGiveErrorResults(t *testing.T) {
 	if !strings.Contains(body, `unknown tool \"rm_rf\"`) || !strings.Contains(body, `invalid arguments for read`) {
 		t.Fatalf("error results missing: %s", body)
 	}
+	told := toolResults(e.history(id))
+	if len(told) != 2 || !strings.Contains(told[0]["content"], `unknown tool "rm_rf"`) || told[0]["is_error"] != "true" ||
+		!strings.Contains(told[1]["content"], "invalid arguments for read") || told[1]["tool"] != "read" {
+		t.Fatalf("tool_result annotations %v", told)
+	}
+}
+
+// toolResults are the attributes of the history's tool_result annotations.
+func toolResults(h []events.Event) []map[string]string {
+	var out []map[string]string
+	for _, e := range h {
+		if e.Type == events.Annotation && e.Name == agent.AnnotationToolResult {
+			out = append(out, e.Attrs)
+		}
+	}
+	return out
 }
 
 func TestPolicyDenyAndAllowlist(t *testing.T) {

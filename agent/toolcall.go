@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/polos-run/polos"
@@ -28,9 +29,35 @@ func (r *runState) allowed(name string) bool {
 	return false
 }
 
+// AnnotationToolResult is the annotation that records what the agent was
+// told for each tool call (the history then shows it even when no tool
+// step ran: a rejection and its feedback, a policy denial, an unknown tool,
+// malformed arguments, a hook's refusal). Attributes: tool, call_id, turn,
+// is_error, and either step (the tool step whose recorded outcome the
+// model read, truncated to DefaultToolResultChars) or content (the text
+// itself, cut to MaxAnnotatedResultChars).
+const AnnotationToolResult = "tool_result"
+
+// MaxAnnotatedResultChars bounds the text a tool_result annotation keeps.
+const MaxAnnotatedResultChars = 8 << 10
+
 // runTool answers one tool call. Unknown tools and malformed arguments get
 // an error result the model can read (never a provider error next turn).
+// Every result is recorded in the history (AnnotationToolResult).
 func (r *runState) runTool(turn, i int, tc llm.ToolCall) llm.ToolResult {
+	r.fromStep = ""
+	res := r.answerTool(turn, i, tc)
+	a := map[string]string{"tool": tc.Name, "call_id": tc.ID, "turn": strconv.Itoa(turn), "is_error": strconv.FormatBool(res.IsError)}
+	if r.fromStep != "" {
+		a["step"] = r.fromStep
+	} else {
+		a["content"] = cut(res.Content, MaxAnnotatedResultChars)
+	}
+	_ = r.ctx.Annotate(AnnotationToolResult, a)
+	return res
+}
+
+func (r *runState) answerTool(turn, i int, tc llm.ToolCall) llm.ToolResult {
 	if h := r.cfg.Hooks.OnToolStart; h != nil {
 		if err := h(r.ctx, tc); err != nil {
 			return errorResult(tc.ID, "%s refused: %v", tc.Name, err)
@@ -39,6 +66,7 @@ func (r *runState) runTool(turn, i int, tc llm.ToolCall) llm.ToolResult {
 	res := r.runToolInner(turn, i, tc)
 	if h := r.cfg.Hooks.OnToolEnd; h != nil {
 		if err := h(r.ctx, tc, res); err != nil {
+			r.fromStep = ""
 			return errorResult(tc.ID, "%v", err)
 		}
 	}
@@ -248,16 +276,22 @@ func (r *runState) execute(tc llm.ToolCall, spec toolSpec, req any) llm.ToolResu
 			_ = r.ctx.Annotate("sandbox_reset", map[string]string{"provider": info.Provider, "old_id": info.ID})
 			continue
 		}
+		if note == "" {
+			r.fromStep = "tool:" + tc.Name
+		}
 		return llm.ToolResult{ToolCallID: tc.ID, Content: note + truncate(string(out.Output)), IsError: out.IsError}
 	}
 	return errorResult(tc.ID, "the sandbox was lost twice in a row; try again later")
 }
 
-func truncate(s string) string {
-	if len(s) <= DefaultToolResultChars {
+func truncate(s string) string { return cut(s, DefaultToolResultChars) }
+
+// cut keeps the first n bytes of s and says how much it left out.
+func cut(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return s[:DefaultToolResultChars] + fmt.Sprintf("\n[... %d characters cut]", len(s)-DefaultToolResultChars)
+	return s[:n] + fmt.Sprintf("\n[... %d characters cut]", len(s)-n)
 }
 
 // runCustom runs a Go tool in a recorded step, after an approval when the
@@ -287,6 +321,7 @@ func (r *runState) runCustom(ct CustomTool, tc llm.ToolCall, key string) llm.Too
 	if err != nil {
 		return errorResult(tc.ID, "%s failed: %v", tc.Name, err)
 	}
+	r.fromStep = "tool:" + tc.Name
 	return llm.ToolResult{ToolCallID: tc.ID, Content: truncate(string(out.Output)), IsError: out.IsError}
 }
 
